@@ -1,0 +1,153 @@
+"""Flask Credits Starter: ``create_app`` reads as the table of contents of the application."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask, current_app, g, request
+from flask_login import current_user
+from sqlalchemy import event
+
+from . import config as settings
+from .extensions import csrf, db, limiter, login_manager, migrate
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment (``.env`` loaded), then ``config`` on top."""
+    app = Flask(__name__, instance_relative_config=True)
+    configure(app, config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_request_hooks(app)
+    register_error_handlers(app)
+    register_template_helpers(app)
+    register_commands(app)
+    return app
+
+
+def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
+    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(settings.from_environment(app.instance_path))
+    if config:
+        app.config.from_mapping(config)
+    if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
+        app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def register_extensions(app: Flask) -> None:
+    from . import models
+
+    db.init_app(app)
+    migrate.init_app(
+        app,
+        db,
+        directory=os.path.join(os.path.dirname(app.root_path), "migrations"),
+        compare_type=True,
+        render_as_batch=True,  # SQLite alters tables by copying them; Alembic's batch mode does that
+    )
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+
+    @login_manager.user_loader
+    def load_user(session_token: str) -> models.User | None:
+        return db.session.scalar(db.select(models.User).filter_by(session_token=session_token))
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            _make_sqlite_writers_queue(db.engine)
+
+
+def _make_sqlite_writers_queue(engine: Any) -> None:
+    """SQLite: every transaction takes the write lock up front and waits for it (busy timeout).
+
+    Without this, two requests that read and then write fail with "database is locked"
+    instead of queueing. PostgreSQL needs none of it: the ledger locks rows there.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let us issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def register_blueprints(app: Flask) -> None:
+    from .blueprints.auth.views import bp as auth_bp
+    from .blueprints.dashboard.views import bp as dashboard_bp
+    from .blueprints.main.views import bp as main_bp
+    from .blueprints.teams.views import bp as teams_bp
+
+    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from .teams import resolve_current_team
+
+    @app.before_request
+    def load_current_team() -> None:
+        # Checked on every request: the team in the session must still be one of the user's.
+        g.team, g.membership = (None, None)
+        if current_user.is_authenticated:
+            g.team, g.membership = resolve_current_team(current_user)
+
+    @app.after_request
+    def security_headers(response):  # type: ignore[no-untyped-def]
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+            "frame-ancestors 'none'; base-uri 'self'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    from .errors import register
+
+    register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from .teams import user_teams
+
+    @app.context_processor
+    def inject_globals() -> dict[str, Any]:
+        return {
+            "test_mode": current_app.config["STRIPE_TEST_MODE"],
+            "user_teams": user_teams(current_user) if current_user.is_authenticated else [],
+        }
+
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
+    app.jinja_env.filters["credits"] = lambda n: f"{int(n or 0):,}"
+    app.jinja_env.filters["money"] = lambda cents: f"${(cents or 0) / 100:,.2f}"
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import register
+
+    register(app)

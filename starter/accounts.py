@@ -1,0 +1,89 @@
+"""Accounts: sign-up, log-in checks and password reset tokens. The caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+
+from .extensions import db
+from .models import User, utcnow
+from .teams import create_team
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 128
+# A real hash to compare against when the email is unknown, so both paths take as long.
+_DUMMY_HASH = "scrypt:32768:8:1$0123456789abcdef$" + "0" * 128
+
+
+class AccountError(Exception):
+    """A sign-up or reset rule was broken; the message is safe to show."""
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def find_user(email: str) -> User | None:
+    return db.session.scalar(select(User).filter_by(email=normalise_email(email)))
+
+
+def sign_up(name: str, email: str, password: str) -> User:
+    """Create a user with a personal team (and its free credits). Raises AccountError if the email is taken."""
+    email = normalise_email(email)
+    if find_user(email) is not None:
+        raise AccountError("An account with this email already exists. Log in instead.")
+    user = User(name=name.strip(), email=email)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    create_team(user, f"{user.name.split(' ')[0]}'s team", personal=True)
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user for these credentials, or None; the same work is done whether or not the email exists."""
+    user = find_user(email)
+    if user is None:
+        from werkzeug.security import check_password_hash
+
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not user.check_password(password):
+        return None
+    user.last_login_at = utcnow()
+    return user
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="password-reset")
+
+
+def _fingerprint(user: User) -> str:
+    # Ties the token to the current password: once it changes, every older token stops working.
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def reset_token(user: User) -> str:
+    return _serializer().dumps({"user": user.id, "pw": _fingerprint(user)})
+
+
+def user_for_reset_token(token: str) -> User | None:
+    """The user a valid, unexpired, unused token was made for; None otherwise."""
+    try:
+        data = _serializer().loads(token, max_age=current_app.config["PASSWORD_RESET_MAX_AGE"])
+    except (SignatureExpired, BadSignature):
+        return None
+    if not isinstance(data, dict):
+        return None
+    user = db.session.get(User, data.get("user")) if isinstance(data.get("user"), int) else None
+    if user is None or data.get("pw") != _fingerprint(user):
+        return None
+    return user
+
+
+def reset_password(user: User, password: str) -> None:
+    """Set a new password; this also invalidates the reset token and ends other sessions."""
+    user.set_password(password)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, Email, EqualTo, Length
+
+from ...accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+_password_rules = [
+    DataRequired(),
+    Length(
+        min=MIN_PASSWORD_LENGTH,
+        max=MAX_PASSWORD_LENGTH,
+        message=f"Use {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters.",
+    ),
+]
+
+
+class SignupForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    password = PasswordField(
+        "Password", validators=_password_rules, description=f"At least {MIN_PASSWORD_LENGTH} characters."
+    )
+    invite = HiddenField()
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=255)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+    remember = BooleanField("Remember me")
+    next = HiddenField()
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=_password_rules)
+    confirm = PasswordField("Repeat the new password", validators=[DataRequired(), EqualTo("password")])

@@ -1,0 +1,123 @@
+"""Sign up, log in, log out and password reset. Thin: forms in, services called, pages out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from ... import accounts, mail, teams
+from ...extensions import db, limiter
+from .forms import ForgotPasswordForm, LoginForm, ResetPasswordForm, SignupForm
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None (blocks //evil.example, https://…, /\\evil)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 for c in target):
+        return None
+    return target
+
+
+def _start_session(user, remember: bool = False) -> None:  # type: ignore[no-untyped-def]
+    # A fresh session at log-in: nothing set before it (by anyone) survives into the logged-in one.
+    session.clear()
+    login_user(user, remember=remember)
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _email_key() -> str:
+    return "login-email:" + accounts.normalise_email(request.form.get("email", ""))
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def signup():  # type: ignore[no-untyped-def]
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.index"))
+    form = SignupForm()
+    invitation = teams.find_invitation(form.invite.data or request.args.get("invite", ""))
+    if request.method == "GET" and invitation is not None:
+        form.invite.data = request.args.get("invite", "")
+        form.email.data = invitation.email
+    if form.validate_on_submit():
+        try:
+            user = accounts.sign_up(form.name.data, form.email.data, form.password.data)
+            if invitation is not None and invitation.email == user.email:
+                teams.accept_invitation(invitation, user)
+        except accounts.AccountError as error:
+            form.email.errors.append(str(error))
+        else:
+            db.session.commit()
+            _start_session(user)
+            flash("Welcome! Your account is ready.", "success")
+            return redirect(url_for("dashboard.index"))
+    return render_template("auth/signup.html", form=form, invitation=invitation)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key)
+def login():  # type: ignore[no-untyped-def]
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.index"))
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = safe_next(request.args.get("next")) or ""
+    if form.validate_on_submit():
+        user = accounts.authenticate(form.email.data, form.password.data)
+        if user is None:
+            flash("Wrong email or password.", "error")
+        else:
+            db.session.commit()
+            _start_session(user, remember=form.remember.data)
+            return redirect(safe_next(form.next.data) or url_for("dashboard.index"))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():  # type: ignore[no-untyped-def]
+    logout_user()
+    session.clear()
+    flash("You have been logged out.", "info")
+    return redirect(url_for("main.index"))
+
+
+@bp.route("/forgot", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def forgot_password():  # type: ignore[no-untyped-def]
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        user = accounts.find_user(form.email.data)
+        if user is not None:
+            link = mail.external_url("auth.reset_password", token=accounts.reset_token(user))
+            mail.send(user.email, "Reset your password", "reset_password", user=user, link=link)
+        # The same answer either way, so the form does not reveal who has an account.
+        flash("If that email has an account, a reset link is on its way.", "info")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/forgot.html", form=form)
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str):  # type: ignore[no-untyped-def]
+    user = accounts.user_for_reset_token(token)
+    if user is None:
+        flash("That reset link is invalid, expired or already used. Ask for a new one.", "error")
+        return redirect(url_for("auth.forgot_password"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        accounts.reset_password(user, form.password.data)
+        db.session.commit()
+        _start_session(user)
+        flash("Your password has been changed.", "success")
+        return redirect(url_for("dashboard.index"))
+    return render_template("auth/reset.html", form=form)

@@ -1,0 +1,27 @@
+"""Public pages: the landing page with pricing, and the health check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, render_template
+from sqlalchemy import text
+
+from ... import catalog
+from ...extensions import db, limiter
+
+bp = Blueprint("main", __name__)
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    return render_template("main/index.html", plans=list(catalog.PLANS.values()), packs=list(catalog.PACKS.values()))
+
+
+@bp.get("/up")
+@limiter.exempt
+def up():  # type: ignore[no-untyped-def]
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # any database failure means "down" to a load balancer
+        db.session.rollback()
+        return jsonify(status="error", database="unreachable"), 503
+    return jsonify(status="ok", database="ok")

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, IntegerField, SelectField, StringField
+from wtforms.validators import DataRequired, Email, Length
+
+ROLE_CHOICES = [("member", "Member"), ("admin", "Admin"), ("owner", "Owner")]
+
+
+class TeamForm(FlaskForm):
+    name = StringField("Team name", validators=[DataRequired(), Length(min=2, max=120)])
+
+
+class SwitchTeamForm(FlaskForm):
+    team_id = IntegerField("Team", validators=[DataRequired()])
+
+
+class InviteForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    role = SelectField("Role", choices=ROLE_CHOICES[:2], default="member")
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+class ConfirmForm(FlaskForm):
+    """A POST with nothing but its CSRF token: remove, revoke, accept."""

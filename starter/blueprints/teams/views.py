@@ -1,0 +1,144 @@
+"""Teams: create, switch, members and roles, invitations. Another team's anything is a 404."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ... import accounts, mail, teams
+from ...access import team_role_required
+from ...extensions import db
+from .forms import ConfirmForm, InviteForm, RoleForm, SwitchTeamForm, TeamForm
+
+bp = Blueprint("teams", __name__, url_prefix="/team")
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():  # type: ignore[no-untyped-def]
+    form = TeamForm()
+    if form.validate_on_submit():
+        team = teams.create_team(current_user, form.name.data)
+        db.session.commit()
+        flash(f"Team “{team.name}” created. You are its owner.", "success")
+        return redirect(url_for("teams.members"))
+    return render_template("teams/new.html", form=form)
+
+
+@bp.post("/switch")
+@login_required
+def switch():  # type: ignore[no-untyped-def]
+    form = SwitchTeamForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose a team.")
+    team = teams.switch_team(current_user, form.team_id.data)
+    if team is None:
+        abort(404)
+    db.session.commit()
+    flash(f"Switched to {team.name}.", "info")
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.get("/members")
+@team_role_required("member")
+def members():  # type: ignore[no-untyped-def]
+    can_manage = teams.has_role(g.membership, "admin")
+    return render_template(
+        "teams/members.html",
+        members=teams.members(g.team),
+        invitations=teams.open_invitations(g.team) if can_manage else [],
+        invite_form=InviteForm(),
+        role_form=RoleForm(),
+        confirm_form=ConfirmForm(),
+        can_manage=can_manage,
+        is_owner=g.membership.role == "owner",
+    )
+
+
+@bp.post("/invitations")
+@team_role_required("admin")
+def invite():  # type: ignore[no-untyped-def]
+    form = InviteForm()
+    if not form.validate_on_submit():
+        flash("Enter a valid email address and role.", "error")
+        return redirect(url_for("teams.members"))
+    email = accounts.normalise_email(form.email.data)
+    try:
+        _invitation, token = teams.invite(
+            g.team, current_user, email, form.role.data, current_app.config["INVITATION_MAX_AGE_DAYS"]
+        )
+    except teams.TeamError as error:
+        flash(str(error), "error")
+        return redirect(url_for("teams.members"))
+    link = mail.external_url("teams.accept", token=token)
+    mail.send(email, f"Join {g.team.name}", "invitation", team=g.team, inviter=current_user, link=link)
+    db.session.commit()
+    flash(f"Invitation sent to {email}.", "success")
+    return redirect(url_for("teams.members"))
+
+
+@bp.post("/invitations/<int:invitation_id>/revoke")
+@team_role_required("admin")
+def revoke(invitation_id: int):  # type: ignore[no-untyped-def]
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    if not teams.revoke_invitation(g.team, invitation_id):
+        abort(404)
+    db.session.commit()
+    flash("Invitation revoked.", "info")
+    return redirect(url_for("teams.members"))
+
+
+@bp.post("/members/<int:membership_id>/role")
+@team_role_required("admin")
+def change_role(membership_id: int):  # type: ignore[no-untyped-def]
+    target = teams.team_member(g.team, membership_id) or abort(404)
+    form = RoleForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose a valid role.")
+    try:
+        teams.change_role(g.membership, target, form.role.data)
+    except teams.TeamError as error:
+        flash(str(error), "error")
+    else:
+        db.session.commit()
+        flash(f"{target.user.name} is now {target.role}.", "success")
+    return redirect(url_for("teams.members"))
+
+
+@bp.post("/members/<int:membership_id>/remove")
+@team_role_required("admin")
+def remove(membership_id: int):  # type: ignore[no-untyped-def]
+    target = teams.team_member(g.team, membership_id) or abort(404)
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    name = target.user.name
+    try:
+        teams.remove_member(g.membership, target)
+    except teams.TeamError as error:
+        flash(str(error), "error")
+    else:
+        db.session.commit()
+        flash(f"{name} was removed from the team.", "info")
+    return redirect(url_for("teams.members"))
+
+
+@bp.route("/invitations/<token>", methods=["GET", "POST"])
+def accept(token: str):  # type: ignore[no-untyped-def]
+    invitation = teams.find_invitation(token)
+    if invitation is None:
+        return render_template("teams/invitation_invalid.html"), 404
+    if not current_user.is_authenticated:
+        if accounts.find_user(invitation.email) is None:
+            return redirect(url_for("auth.signup", invite=token))
+        flash(f"Log in as {invitation.email} to accept the invitation.", "info")
+        return redirect(url_for("auth.login", next=request.path))
+    form = ConfirmForm()
+    wrong_account = invitation.email != current_user.email
+    if request.method == "POST" and form.validate_on_submit() and not wrong_account:
+        teams.accept_invitation(invitation, current_user)
+        db.session.commit()
+        flash(f"You joined {invitation.team.name}.", "success")
+        return redirect(url_for("dashboard.index"))
+    status = 403 if wrong_account else 200
+    return render_template("teams/accept.html", invitation=invitation, form=form, wrong_account=wrong_account), status

@@ -1,0 +1,66 @@
+"""The ``flask`` commands of the app, grouped in one place (``flask seed`` lives in ``seed.py``)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import or_, select
+
+from . import credits
+from .extensions import db
+from .models import Team
+
+credits_cli = AppGroup("credits", help="Inspect and change team credits.")
+
+
+def find_team(ref: str) -> Team | None:
+    """A team by id or slug."""
+    condition = Team.slug == ref
+    if ref.isdigit():
+        condition = or_(condition, Team.id == int(ref))
+    return db.session.scalar(select(Team).where(condition))
+
+
+@credits_cli.command("verify")
+def verify_command() -> None:
+    """Recompute every team from its ledger and blocks; exit 1 and name the team on any mismatch."""
+    problems = credits.verify()
+    for problem in problems:
+        click.echo(f"MISMATCH {problem}", err=True)
+    teams = db.session.scalar(select(db.func.count()).select_from(Team))
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {len({p.team_id for p in problems})} team(s).", err=True)
+        sys.exit(1)
+    click.echo(f"OK: {teams} team(s), every balance matches its ledger.")
+
+
+@credits_cli.command("grant")
+@click.argument("team_ref", metavar="TEAM")
+@click.argument("amount", type=int)
+@click.option("--reason", required=True, help="Why: written into the ledger entry.")
+@click.option("--key", default=None, help="Idempotency key (a repeat with the same key grants once).")
+def grant_command(team_ref: str, amount: int, reason: str, key: str | None) -> None:
+    """Grant AMOUNT credits (never expiring) to TEAM (id or slug), recorded as an admin adjustment."""
+    team = find_team(team_ref)
+    if team is None:
+        raise click.ClickException(f"No team {team_ref!r}.")
+    if amount <= 0:
+        raise click.ClickException("AMOUNT must be a positive whole number.")
+    try:
+        receipt = credits.adjust(
+            team.id, amount, reason=reason, key=key or f"cli:{uuid.uuid4()}", actor=credits.Actor("admin")
+        )
+    except credits.CreditError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    replayed = " (already granted with this key)" if receipt.replayed else ""
+    click.echo(f"Granted {amount:,} credits to {team.slug}; balance {receipt.balance_after:,}{replayed}.")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(credits_cli)

@@ -1,0 +1,77 @@
+"""Settings from the environment, in one place.
+
+Every variable read here is documented in ``.env.example``. ``create_app(config)`` applies a mapping
+on top, which is how tests and scripts override a setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEV_WEBHOOK_SECRET = "whsec_dev_only_not_secret"  # noqa: S105 - signs test-mode events only
+DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105 - refused when FLASK_ENV-like production flag is set
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def database_url(instance_path: str) -> str:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return f"sqlite:///{Path(instance_path) / 'starter.db'}"
+    # Heroku-style URLs still say postgres://, which SQLAlchemy 2 no longer accepts.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    return url
+
+
+def from_environment(instance_path: str) -> dict:
+    """Read the settings the app needs; pure, so tests can call it with a patched environment."""
+    stripe_key = os.environ.get("STRIPE_SECRET_KEY", "").strip()
+    return {
+        "APP_NAME": os.environ.get("APP_NAME", "Credits Starter"),
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+        "BASE_URL": os.environ.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "STRIPE_SECRET_KEY": stripe_key,
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "").strip() or None,
+        "STRIPE_TEST_MODE": not stripe_key,
+        "SCHEDULER_ENABLED": _bool("SCHEDULER_ENABLED", True),
+        "SCHEDULER_ROLLOVER_SECONDS": _int("SCHEDULER_ROLLOVER_SECONDS", 300),
+        "SCHEDULER_HOLDS_SECONDS": _int("SCHEDULER_HOLDS_SECONDS", 60),
+        "LOW_BALANCE_THRESHOLD": _int("LOW_BALANCE_THRESHOLD", 50),
+        "HOLD_TTL_SECONDS": _int("HOLD_TTL_SECONDS", 900),
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER", "").strip() or None,
+        "MAIL_PORT": _int("MAIL_PORT", 587),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD") or None,
+        "MAIL_USE_TLS": _bool("MAIL_USE_TLS", True),
+        "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "Credits Starter <noreply@localhost>"),
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour"),
+        "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "120 per minute"),
+        "PASSWORD_RESET_MAX_AGE": _int("PASSWORD_RESET_MAX_AGE", 3600),
+        "INVITATION_MAX_AGE_DAYS": _int("INVITATION_MAX_AGE_DAYS", 7),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+        "SQLALCHEMY_RECORD_QUERIES": False,
+    }

@@ -1,0 +1,154 @@
+"""What every credit operation shares: the team lock, idempotency replay, block order and the entry write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, or_, select, update
+
+from ..extensions import db
+from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
+from .rules import Actor, IdempotencyConflict, InvalidRequest, Receipt
+
+balances = CreditBalance.__table__
+blocks_t = CreditBlock.__table__
+entries_t = LedgerEntry.__table__
+allocations_t = LedgerAllocation.__table__
+holds_t = Hold.__table__
+
+
+def fingerprint_of(operation: str, **params: Any) -> str:
+    canonical = json.dumps({"op": operation, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def lock(team_id: int) -> tuple[int, int]:
+    """Lock the team's balance row for the rest of the transaction; returns (balance, held)."""
+    row = db.session.execute(
+        select(balances.c.balance, balances.c.held).where(balances.c.team_id == team_id).with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise InvalidRequest("This team has no credit account.")
+    return row.balance, row.held
+
+
+def replay(team_id: int, key: str, fingerprint: str) -> Receipt | None:
+    """The entry an earlier call with this key wrote; a conflict if it was called differently."""
+    row = db.session.execute(
+        select(entries_t).where(entries_t.c.team_id == team_id, entries_t.c.idempotency_key == key)
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflict("This idempotency key was already used with different parameters.")
+    return receipt(row, replayed=True)
+
+
+def receipt(row: Any, replayed: bool = False) -> Receipt:
+    return Receipt(
+        row.id,
+        row.team_id,
+        row.kind,
+        row.amount,
+        row.balance_after,
+        row.held_after,
+        row.block_id,
+        row.hold_id,
+        replayed,
+    )
+
+
+def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> list[Any]:
+    """Blocks with unheld credits, unexpired at ``now``, in the one spending order."""
+    query = (
+        select(blocks_t.c.id, blocks_t.c.remaining, blocks_t.c.held, blocks_t.c.expires_at)
+        .where(
+            blocks_t.c.team_id == team_id,
+            blocks_t.c.expired_at.is_(None),
+            blocks_t.c.remaining > blocks_t.c.held,
+            or_(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at > now),
+        )
+        .order_by(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at, blocks_t.c.created_at, blocks_t.c.id)
+    )
+    if reference is not None:
+        query = query.where(blocks_t.c.reference == reference)
+    return list(db.session.execute(query))
+
+
+def draw(blocks: list[Any], amount: int) -> list[tuple[Any, int]]:
+    """Take ``amount`` from ``blocks`` in order; the caller has checked that it fits."""
+    draws, left = [], amount
+    for block in blocks:
+        if left == 0:
+            break
+        take = min(left, block.remaining - block.held)
+        draws.append((block, take))
+        left -= take
+    return draws
+
+
+update_block = (
+    update(blocks_t)
+    .where(blocks_t.c.id == bindparam("b_id"))
+    .values(remaining=blocks_t.c.remaining + bindparam("d_remaining"), held=blocks_t.c.held + bindparam("d_held"))
+)
+
+
+def write(
+    team_id: int,
+    kind: str,
+    *,
+    before: tuple[int, int],
+    changes: list[tuple[int, int, int]],
+    key: str,
+    fingerprint: str,
+    now: datetime,
+    actor: Actor,
+    description: str,
+    meta: dict[str, Any] | None = None,
+    feature: str | None = None,
+    hold_id: int | None = None,
+) -> Receipt:
+    """Apply per-block changes (block id, Δremaining, Δheld), move the balance and append the entry."""
+    amount = sum(change[1] for change in changes)
+    held_delta = sum(change[2] for change in changes)
+    balance, held = before[0] + amount, before[1] + held_delta
+    params = [{"b_id": b, "d_remaining": r, "d_held": h} for b, r, h in changes if r or h]
+    if params:
+        db.session.execute(update_block, params)
+    db.session.execute(
+        update(balances).where(balances.c.team_id == team_id).values(balance=balance, held=held, updated_at=now)
+    )
+    values = {
+        "team_id": team_id,
+        "kind": kind,
+        "amount": amount,
+        "held_delta": held_delta,
+        "balance_after": balance,
+        "held_after": held,
+        "block_id": changes[0][0] if changes else None,
+        "hold_id": hold_id,
+        "feature": feature,
+        "actor_type": actor.type,
+        "actor_user_id": actor.user_id,
+        "description": description[:255],
+        "metadata": meta or {},
+        "idempotency_key": key,
+        "request_hash": fingerprint,
+        "created_at": now,
+    }
+    entry_id = db.session.execute(insert(entries_t).values(values).returning(entries_t.c.id)).scalar_one()
+    if changes:
+        db.session.execute(
+            insert(allocations_t),
+            [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
+        )
+    return receipt(Row(id=entry_id, **values))
+
+
+class Row:
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)

@@ -1,0 +1,259 @@
+"""Holds: reserve credits, then capture what the work cost or release them; expired holds are released."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+
+from ..extensions import db
+from ..models import utcnow
+from .core import allocations_t, draw, entries_t, fingerprint_of, holds_t, lock, replay, spendable, write
+from .rules import (
+    SYSTEM,
+    Actor,
+    HoldNotActive,
+    HoldNotFound,
+    HoldResult,
+    InsufficientCredits,
+    InvalidAmount,
+    InvalidRequest,
+    Receipt,
+    check_amount,
+    check_key,
+    feature_cost,
+)
+
+
+def hold(
+    team_id: int,
+    amount: int | None = None,
+    *,
+    key: str,
+    feature: str | None = None,
+    ttl_seconds: int = 900,
+    actor: Actor = SYSTEM,
+    description: str = "",
+    meta: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> HoldResult:
+    """Reserve credits for work whose cost is known afterwards; capture or release it before it expires.
+
+    The hold expires after ``ttl_seconds``, or sooner if a block it reserves from expires sooner:
+    a hold never outlives its credits.
+    """
+    feature, amount = feature_cost(feature, amount)
+    check_key(key)
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= 86_400:
+        raise InvalidRequest("A hold lasts between 1 second and 24 hours.")
+    now = now or utcnow()
+    fingerprint = fingerprint_of("hold", amount=amount, feature=feature, ttl=ttl_seconds)
+    before = lock(team_id)
+    if replayed := replay(team_id, key, fingerprint):
+        return _hold_result(replayed.hold_id, replayed=True)
+    blocks = spendable(team_id, now)
+    available = sum(block.remaining - block.held for block in blocks)
+    if available < amount:
+        raise InsufficientCredits(amount, available)
+    draws = draw(blocks, amount)
+    expires_at = min([now + timedelta(seconds=ttl_seconds)] + [b.expires_at for b, _ in draws if b.expires_at])
+    hold_id = db.session.execute(
+        insert(holds_t)
+        .values(
+            team_id=team_id,
+            amount=amount,
+            status="active",
+            feature=feature,
+            description=description[:255],
+            expires_at=expires_at,
+            created_at=now,
+        )
+        .returning(holds_t.c.id)
+    ).scalar_one()
+    write(
+        team_id,
+        "hold",
+        before=before,
+        changes=[(block.id, 0, take) for block, take in draws],
+        key=key,
+        fingerprint=fingerprint,
+        now=now,
+        actor=actor,
+        description=description or "Credits reserved",
+        meta=meta,
+        feature=feature,
+        hold_id=hold_id,
+    )
+    return _hold_result(hold_id)
+
+
+def capture(
+    team_id: int, hold_id: int, amount: int, *, key: str, actor: Actor = SYSTEM, now: datetime | None = None
+) -> HoldResult:
+    """Spend ``amount`` (0 … the held amount) of an active hold and return the rest.
+
+    Capturing more than was held is refused (``InvalidAmount``): reserve the most a call can cost.
+    """
+    check_amount(amount, allow_zero=True)
+    check_key(key)
+    now = now or utcnow()
+    fingerprint = fingerprint_of("capture", hold_id=hold_id, amount=amount)
+    before = lock(team_id)
+    if replayed := replay(team_id, key, fingerprint):
+        return _hold_result(replayed.hold_id, replayed=True)
+    active = _active_hold(team_id, hold_id, now)
+    if amount > active.amount:
+        raise InvalidAmount(f"Cannot capture {amount:,} credits from a hold of {active.amount:,}.")
+    changes, left = [], amount
+    for block_id, held in _hold_allocations(hold_id):
+        take = min(left, held)
+        changes.append((block_id, -take, -held))
+        left -= take
+    write(
+        team_id,
+        "capture",
+        before=before,
+        changes=changes,
+        key=key,
+        fingerprint=fingerprint,
+        now=now,
+        actor=actor,
+        description=active.description or "Credits used",
+        feature=active.feature,
+        hold_id=hold_id,
+        meta={"held": active.amount, "captured": amount, "returned": active.amount - amount},
+    )
+    db.session.execute(
+        update(holds_t).where(holds_t.c.id == hold_id).values(status="captured", captured_amount=amount, closed_at=now)
+    )
+    return _hold_result(hold_id)
+
+
+def release(team_id: int, hold_id: int, *, key: str, actor: Actor = SYSTEM, now: datetime | None = None) -> HoldResult:
+    """Give back every credit of an active hold."""
+    check_key(key)
+    now = now or utcnow()
+    fingerprint = fingerprint_of("release", hold_id=hold_id)
+    before = lock(team_id)
+    if replayed := replay(team_id, key, fingerprint):
+        return _hold_result(replayed.hold_id, replayed=True)
+    _active_hold(team_id, hold_id, now)
+    close_hold(
+        team_id,
+        hold_id,
+        before=before,
+        status="released",
+        key=key,
+        actor=actor,
+        now=now,
+        fingerprint=fingerprint,
+    )
+    return _hold_result(hold_id)
+
+
+def release_expired_holds(now: datetime | None = None, *, limit: int = 500) -> int:
+    """Release up to ``limit`` active holds past their expiry; returns how many. The caller commits."""
+    now = now or utcnow()
+    due = db.session.execute(
+        select(holds_t.c.team_id, holds_t.c.id)
+        .where(holds_t.c.status == "active", holds_t.c.expires_at <= now)
+        .order_by(holds_t.c.expires_at, holds_t.c.id)
+        .limit(limit)
+    ).all()
+    released = 0
+    for team_id, hold_id in due:
+        before = lock(team_id)
+        status = db.session.execute(select(holds_t.c.status).where(holds_t.c.id == hold_id)).scalar_one()
+        if status == "active":  # another process may have closed it since we looked
+            close_hold(
+                team_id,
+                hold_id,
+                before=before,
+                status="expired",
+                key=f"expire:hold:{hold_id}",
+                actor=SYSTEM,
+                now=now,
+            )
+            released += 1
+    return released
+
+
+def _active_hold(team_id: int, hold_id: int, now: datetime) -> Any:
+    row = db.session.execute(select(holds_t).where(holds_t.c.id == hold_id, holds_t.c.team_id == team_id)).one_or_none()
+    if row is None:
+        raise HoldNotFound("No such hold.")
+    if row.status != "active":
+        raise HoldNotActive(f"This hold is already {row.status}.")
+    if row.expires_at <= now:
+        raise HoldNotActive("This hold has expired; its credits are being released.")
+    return row
+
+
+def _hold_allocations(hold_id: int) -> list[tuple[int, int]]:
+    """(block id, credits held there) for a hold, in the order they were reserved."""
+    return [
+        (row.block_id, row.held_delta)
+        for row in db.session.execute(
+            select(allocations_t.c.block_id, allocations_t.c.held_delta)
+            .join(entries_t, entries_t.c.id == allocations_t.c.entry_id)
+            .where(entries_t.c.hold_id == hold_id, entries_t.c.kind == "hold")
+            .order_by(allocations_t.c.id)
+        )
+    ]
+
+
+def holds_on_block(block_id: int) -> list[int]:
+    return list(
+        db.session.scalars(
+            select(holds_t.c.id)
+            .join(entries_t, and_(entries_t.c.hold_id == holds_t.c.id, entries_t.c.kind == "hold"))
+            .join(allocations_t, allocations_t.c.entry_id == entries_t.c.id)
+            .where(allocations_t.c.block_id == block_id, holds_t.c.status == "active")
+            .distinct()
+        )
+    )
+
+
+def close_hold(
+    team_id: int,
+    hold_id: int,
+    *,
+    before: tuple[int, int],
+    status: str,
+    key: str,
+    actor: Actor,
+    now: datetime,
+    fingerprint: str | None = None,
+) -> Receipt:
+    """Return every held credit of a hold; the caller has locked the team (``before`` is its balance)."""
+    amount = db.session.execute(select(holds_t.c.amount).where(holds_t.c.id == hold_id)).scalar_one()
+    receipt = write(
+        team_id,
+        "release",
+        before=before,
+        changes=[(block_id, 0, -held) for block_id, held in _hold_allocations(hold_id)],
+        key=key,
+        fingerprint=fingerprint or fingerprint_of("release", hold_id=hold_id),
+        now=now,
+        actor=actor,
+        description="Hold expired" if status == "expired" else "Hold released",
+        hold_id=hold_id,
+        meta={"held": amount},
+    )
+    db.session.execute(update(holds_t).where(holds_t.c.id == hold_id).values(status=status, closed_at=now))
+    return receipt
+
+
+def _hold_result(hold_id: int | None, replayed: bool = False) -> HoldResult:
+    row = db.session.execute(select(holds_t).where(holds_t.c.id == hold_id)).one()
+    return HoldResult(
+        row.id,
+        row.team_id,
+        row.amount,
+        row.captured_amount,
+        row.status,
+        row.expires_at,
+        row.feature,
+        replayed,
+    )

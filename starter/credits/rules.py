@@ -1,0 +1,122 @@
+"""The rules every credit operation checks, the errors it raises and the results it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .. import catalog
+
+MAX_AMOUNT = 1_000_000_000  # a billion credits in one call is a bug, not a purchase
+MAX_KEY_LENGTH = 255
+
+
+class CreditError(Exception):
+    """A refused credit operation. ``code`` is stable (API clients rely on it); ``status`` is the HTTP one."""
+
+    code = "credit_error"
+    status = 400
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+
+class InvalidAmount(CreditError):
+    code, status = "invalid_amount", 422
+
+
+class InvalidRequest(CreditError):
+    code, status = "invalid_request", 422
+
+
+class UnknownFeature(CreditError):
+    code, status = "unknown_feature", 422
+
+
+class IdempotencyConflict(CreditError):
+    code, status = "idempotency_conflict", 409
+
+
+class HoldNotFound(CreditError):
+    code, status = "hold_not_found", 404
+
+
+class HoldNotActive(CreditError):
+    code, status = "hold_not_active", 409
+
+
+class InsufficientCredits(CreditError):
+    code, status = "insufficient_credits", 402
+
+    def __init__(self, required: int, available: int) -> None:
+        super().__init__(f"This needs {required:,} credits; {available:,} are available.")
+        self.required, self.available = required, available
+
+    def details(self) -> dict[str, Any]:
+        return {"required": self.required, "available": self.available}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who or what caused a change: ``user``, ``api``, ``admin``, ``stripe`` or ``system``."""
+
+    type: str = "system"
+    user_id: int | None = None
+
+
+SYSTEM = Actor()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The ledger entry an operation wrote (or, with ``replayed``, the one an earlier call wrote)."""
+
+    entry_id: int
+    team_id: int
+    kind: str
+    amount: int
+    balance_after: int
+    held_after: int
+    block_id: int | None
+    hold_id: int | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    id: int
+    team_id: int
+    amount: int
+    captured_amount: int | None
+    status: str
+    expires_at: datetime
+    feature: str | None
+    replayed: bool = False
+
+
+def check_amount(value: Any, *, allow_zero: bool = False) -> int:
+    """A whole number of credits within bounds, or ``InvalidAmount``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidAmount("The amount must be a whole number of credits.")
+    low = 0 if allow_zero else 1
+    if value < low or value > MAX_AMOUNT:
+        raise InvalidAmount(f"The amount must be between {low} and {MAX_AMOUNT:,} credits.")
+    return value
+
+
+def check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest(f"An idempotency key of 1 to {MAX_KEY_LENGTH} printable characters is required.")
+    return key
+
+
+def feature_cost(feature: str | None, amount: int | None) -> tuple[str | None, int]:
+    """Resolve a spend given by feature (its catalog cost) and/or by an explicit amount."""
+    if feature is not None and catalog.feature(feature) is None:
+        raise UnknownFeature(f"Unknown feature {feature!r}.")
+    if amount is None:
+        if feature is None:
+            raise InvalidRequest("Give a feature or an amount.")
+        amount = catalog.FEATURES[feature].credits
+    return feature, check_amount(amount)

@@ -1,0 +1,349 @@
+"""THE models module: every table of the app, typed, with its constraints in the database.
+
+Credits and money are integers. Datetimes are timezone-aware UTC in Python; ``UTCDateTime`` stores
+them as ``timestamptz`` on PostgreSQL and as naive UTC on SQLite. Only ``starter.credits`` writes
+credit blocks, ledger entries, holds and balances.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids for the big tables.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+ROLES = ("owner", "admin", "member")
+BLOCK_SOURCES = ("plan", "purchase", "promo", "adjustment", "refund")
+ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "capture", "release")
+HOLD_STATUSES = ("active", "captured", "released", "expired")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)  # stored normalised (lower case)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # Flask-Login's user id: rotating it (password change or reset) ends every other session.
+    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_session_token)
+    is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    def get_id(self) -> str:
+        return self.session_token
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+        self.session_token = new_session_token()
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"
+
+
+class Team(db.Model):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    is_personal: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The plan and its current period. Free plans roll over monthly from ``period_anchor``;
+    # paid plans follow Stripe's invoices.
+    plan_code: Mapped[str] = mapped_column(String(32), default="free")
+    period_anchor: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Stripe: the customer is created lazily; subscription state comes only from webhooks.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    subscription_status: Mapped[str | None] = mapped_column(String(32))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # ``created`` of the newest Stripe subscription event applied: an older one never overwrites it.
+    subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
+
+    @property
+    def is_paying(self) -> bool:
+        return bool(self.stripe_subscription_id) and self.subscription_status in {
+            "active",
+            "trialing",
+            "past_due",
+        }
+
+    def __repr__(self) -> str:
+        return f"<Team {self.id} {self.slug}>"
+
+
+class Membership(db.Model):
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("team_id", "user_id"),
+        CheckConstraint(_in("role", ROLES), "role"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    team: Mapped[Team] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship(back_populates="memberships")
+
+
+class Invitation(db.Model):
+    __tablename__ = "invitations"
+    __table_args__ = (CheckConstraint(_in("role", ("admin", "member")), "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the emailed token
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    team: Mapped[Team] = relationship()
+    invited_by: Mapped[User | None] = relationship(foreign_keys=[invited_by_id])
+
+    @property
+    def is_open(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > utcnow()
+
+
+class CreditBalance(db.Model):
+    """One row per team: the lock point of every credit change and the cached totals."""
+
+    __tablename__ = "credit_balances"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", "balance_not_negative"),
+        CheckConstraint("held >= 0 AND held <= balance", "held_within_balance"),
+    )
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of remaining over unexpired-written blocks
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CreditBlock(db.Model):
+    """A grant of credits: spends draw from blocks, soonest expiry first."""
+
+    __tablename__ = "credit_blocks"
+    __table_args__ = (
+        CheckConstraint(_in("source", BLOCK_SOURCES), "source"),
+        CheckConstraint("amount > 0", "amount_positive"),
+        CheckConstraint("held >= 0 AND held <= remaining AND remaining <= amount", "remaining_within_amount"),
+        # One plan grant per team and period: the final guard of the monthly job and of invoice.paid.
+        UniqueConstraint("team_id", "source", "period_start"),
+        Index("ix_credit_blocks_team_spend_order", "team_id", "expires_at", "created_at", "id"),
+        Index("ix_credit_blocks_team_reference", "team_id", "reference"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the expiry was written
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)  # plan blocks only
+    reference: Mapped[str | None] = mapped_column(String(255))  # what created it: cs_…, in_…, admin:…
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def available(self) -> int:
+        return self.remaining - self.held
+
+
+class Hold(db.Model):
+    """Credits reserved for work whose cost is known only afterwards; captured or released."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint(_in("status", HOLD_STATUSES), "status"),
+        CheckConstraint("amount > 0", "amount_positive"),
+        CheckConstraint("captured_amount IS NULL OR (captured_amount >= 0 AND captured_amount <= amount)", "capture"),
+        Index("ix_holds_status_expires_at", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured_amount: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    feature: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LedgerEntry(db.Model):
+    """Append-only: every change of a team's credits, with the balance after it."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ENTRY_KINDS), "kind"),
+        CheckConstraint("balance_after >= 0 AND held_after >= 0", "after_not_negative"),
+        UniqueConstraint("team_id", "idempotency_key"),
+        Index("ix_ledger_entries_team_history", "team_id", "created_at", "id"),
+        Index("ix_ledger_entries_team_kind", "team_id", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)  # signed change of the balance
+    held_delta: Mapped[int] = mapped_column(BigInteger, default=0)  # signed change of the held credits
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    held_after: Mapped[int] = mapped_column(BigInteger)
+    block_id: Mapped[int | None] = mapped_column(ForeignKey("credit_blocks.id"), index=True)  # first block touched
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"), index=True)
+    feature: Mapped[str | None] = mapped_column(String(64))
+    actor_type: Mapped[str] = mapped_column(String(16), default="system")  # user, api, admin, stripe, system
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # fingerprint of the parameters the key was used with
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    actor: Mapped[User | None] = relationship()
+    allocations: Mapped[list[LedgerAllocation]] = relationship(back_populates="entry", order_by="LedgerAllocation.id")
+
+
+class LedgerAllocation(db.Model):
+    """How one ledger entry touched one block: the per-block audit trail behind ``verify``."""
+
+    __tablename__ = "ledger_allocations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id", ondelete="CASCADE"), index=True)
+    block_id: Mapped[int] = mapped_column(ForeignKey("credit_blocks.id", ondelete="CASCADE"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)  # signed change of block.remaining
+    held_delta: Mapped[int] = mapped_column(BigInteger, default=0)  # signed change of block.held
+
+    entry: Mapped[LedgerEntry] = relationship(back_populates="allocations")
+
+
+class Purchase(db.Model):
+    """A paid credit pack: the link from a Stripe payment to the block it granted (for refunds)."""
+
+    __tablename__ = "purchases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    pack_code: Mapped[str] = mapped_column(String(32))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(32), default="paid")
+    block_id: Mapped[int | None] = mapped_column(ForeignKey("credit_blocks.id"))
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeEvent(db.Model):
+    """Every webhook event received: the dedupe key and the audit trail."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    stripe_created: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKey(db.Model):
+    """A team's API key: the prefix is shown and looked up, the secret is stored only as a hash."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

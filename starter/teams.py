@@ -1,0 +1,199 @@
+"""Teams, memberships and invitations: the tenant boundary of everything else.
+
+Service functions change models and flush; the caller (a request or a CLI command) commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from .extensions import db
+from .models import Invitation, Membership, Team, User, utcnow
+
+ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
+
+
+class TeamError(Exception):
+    """A team rule was broken; the message is safe to show to the user."""
+
+
+class InvitationError(TeamError):
+    pass
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:60] or "team"
+
+
+def unique_slug(name: str) -> str:
+    base = slugify(name)
+    slug = base
+    while db.session.scalar(select(Team.id).filter_by(slug=slug)) is not None:
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+def create_team(owner: User, name: str, *, personal: bool = False) -> Team:
+    """Create a team owned by ``owner`` on the free plan, with this period's free credits; make it current."""
+    from . import credits, plans  # the ledger opens the team's account; the free plan grants its allowance
+
+    now = utcnow()
+    team = Team(name=name.strip(), slug=unique_slug(name), is_personal=personal, period_anchor=now, created_at=now)
+    db.session.add(team)
+    db.session.add(Membership(team=team, user=owner, role="owner"))
+    db.session.flush()
+    credits.open_account(team)
+    plans.start_free_period(team, now)
+    owner.current_team_id = team.id
+    return team
+
+
+def membership_of(user: User, team_id: int) -> Membership | None:
+    return db.session.scalar(select(Membership).filter_by(user_id=user.id, team_id=team_id))
+
+
+def user_teams(user: User) -> list[Team]:
+    return list(
+        db.session.scalars(select(Team).join(Membership).where(Membership.user_id == user.id).order_by(Team.name))
+    )
+
+
+def resolve_current_team(user: User) -> tuple[Team | None, Membership | None]:
+    """The user's current team if they still belong to it, else their first team."""
+    membership = membership_of(user, user.current_team_id) if user.current_team_id else None
+    if membership is None:
+        membership = db.session.scalar(
+            select(Membership).filter_by(user_id=user.id).order_by(Membership.created_at, Membership.id).limit(1)
+        )
+    return (membership.team, membership) if membership else (None, None)
+
+
+def switch_team(user: User, team_id: int) -> Team | None:
+    """Make ``team_id`` current; None (and nothing changed) when the user is not a member."""
+    membership = membership_of(user, team_id)
+    if membership is None:
+        return None
+    user.current_team_id = team_id
+    return membership.team
+
+
+def has_role(membership: Membership | None, role: str) -> bool:
+    return membership is not None and ROLE_RANK[membership.role] >= ROLE_RANK[role]
+
+
+def team_member(team: Team, membership_id: int) -> Membership | None:
+    """A membership of this team only: another team's id is simply not found."""
+    return db.session.scalar(select(Membership).filter_by(id=membership_id, team_id=team.id))
+
+
+def _owner_count(team: Team) -> int:
+    return db.session.scalar(select(func.count()).select_from(Membership).filter_by(team_id=team.id, role="owner")) or 0
+
+
+def change_role(actor: Membership, target: Membership, role: str) -> None:
+    if role not in ROLE_RANK:
+        raise TeamError("Unknown role.")
+    if role == "owner" and actor.role != "owner":
+        raise TeamError("Only an owner can make someone an owner.")
+    if target.role == "owner" and actor.role != "owner":
+        raise TeamError("Only an owner can change another owner's role.")
+    if target.role == "owner" and role != "owner" and _owner_count(target.team) <= 1:
+        raise TeamError("A team needs at least one owner: make someone else owner first.")
+    target.role = role
+
+
+def remove_member(actor: Membership, target: Membership) -> None:
+    if target.role == "owner" and actor.role != "owner":
+        raise TeamError("Only an owner can remove an owner.")
+    if target.role == "owner" and _owner_count(target.team) <= 1:
+        raise TeamError("The last owner cannot be removed.")
+    user = target.user
+    db.session.delete(target)
+    if user.current_team_id == target.team_id:
+        user.current_team_id = None
+    db.session.flush()
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invite(team: Team, inviter: User, email: str, role: str, max_age_days: int) -> tuple[Invitation, str]:
+    """Create an invitation; returns it with the raw token for the emailed link (stored only hashed)."""
+    if role not in ("admin", "member"):
+        raise InvitationError("Invite as admin or member.")
+    already = db.session.scalar(
+        select(Membership.id).join(User).where(Membership.team_id == team.id, User.email == email)
+    )
+    if already:
+        raise InvitationError(f"{email} is already a member of {team.name}.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation(
+        team=team,
+        email=email,
+        role=role,
+        token_hash=_token_hash(token),
+        invited_by_id=inviter.id,
+        expires_at=utcnow() + timedelta(days=max_age_days),
+    )
+    db.session.add(invitation)
+    db.session.flush()
+    return invitation, token
+
+
+def find_invitation(token: str) -> Invitation | None:
+    """An open invitation for this token, or None (unknown, used, revoked or expired)."""
+    invitation = db.session.scalar(select(Invitation).filter_by(token_hash=_token_hash(token)))
+    return invitation if invitation is not None and invitation.is_open else None
+
+
+def accept_invitation(invitation: Invitation, user: User) -> Membership:
+    """Join the team; refused when the invitation was sent to another address."""
+    if not invitation.is_open:
+        raise InvitationError("This invitation has expired or was already used.")
+    if invitation.email != user.email:
+        raise InvitationError(
+            "This invitation was sent to a different email address. Log in with that address to accept it."
+        )
+    membership = membership_of(user, invitation.team_id)
+    if membership is None:
+        membership = Membership(team_id=invitation.team_id, user=user, role=invitation.role)
+        db.session.add(membership)
+    invitation.accepted_at = utcnow()
+    invitation.accepted_by_id = user.id
+    user.current_team_id = invitation.team_id
+    db.session.flush()
+    return membership
+
+
+def open_invitations(team: Team) -> list[Invitation]:
+    return list(
+        db.session.scalars(
+            select(Invitation)
+            .filter_by(team_id=team.id, accepted_at=None, revoked_at=None)
+            .where(Invitation.expires_at > utcnow())
+            .order_by(Invitation.created_at.desc())
+        )
+    )
+
+
+def revoke_invitation(team: Team, invitation_id: int) -> bool:
+    invitation = db.session.scalar(select(Invitation).filter_by(id=invitation_id, team_id=team.id))
+    if invitation is None or invitation.accepted_at is not None:
+        return False
+    invitation.revoked_at = utcnow()
+    return True
+
+
+def members(team: Team) -> list[Membership]:
+    return list(
+        db.session.scalars(
+            select(Membership).join(User).where(Membership.team_id == team.id).order_by(Membership.created_at)
+        )
+    )
