@@ -35,6 +35,7 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     app.config.from_mapping(settings.from_environment(app.instance_path))
     if config:
         app.config.from_mapping(config)
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
         app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -82,6 +83,7 @@ def _make_sqlite_writers_queue(engine: Any) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; skips an fsync per commit
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -137,9 +139,11 @@ def register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def inject_globals() -> dict[str, Any]:
+        # A function, not a list: only pages that draw the navigation query it, so the 500 page
+        # still renders when the database is what failed.
         return {
             "test_mode": current_app.config["STRIPE_TEST_MODE"],
-            "user_teams": user_teams(current_user) if current_user.is_authenticated else [],
+            "user_teams": lambda: user_teams(current_user) if current_user.is_authenticated else [],
         }
 
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -27,11 +27,14 @@ def _int(name: str, default: int) -> int:
 
 def database_url(instance_path: str) -> str:
     url = os.environ.get("DATABASE_URL", "").strip()
-    if not url:
-        return f"sqlite:///{Path(instance_path) / 'starter.db'}"
-    # Heroku-style URLs still say postgres://, which SQLAlchemy 2 no longer accepts.
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")
+    return normalise_database_url(url) if url else f"sqlite:///{Path(instance_path) / 'starter.db'}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Plain PostgreSQL URLs use psycopg2 (SQLAlchemy 2.1 would pick psycopg 3); postgres:// is accepted."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
     return url
 
 

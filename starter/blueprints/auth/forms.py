@@ -6,6 +6,12 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from ...accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
+
+def strip_whitespace(value: str | None) -> str | None:
+    """People paste addresses with a stray space; trim it before the email check sees it."""
+    return value.strip() if isinstance(value, str) else value
+
+
 _password_rules = [
     DataRequired(),
     Length(
@@ -18,7 +24,11 @@ _password_rules = [
 
 class SignupForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)],
+        filters=[strip_whitespace],
+    )
     password = PasswordField(
         "Password", validators=_password_rules, description=f"At least {MIN_PASSWORD_LENGTH} characters."
     )
@@ -26,14 +36,18 @@ class SignupForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=255)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=255)], filters=[strip_whitespace])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     remember = BooleanField("Remember me")
     next = HiddenField()
 
 
 class ForgotPasswordForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)],
+        filters=[strip_whitespace],
+    )
 
 
 class ResetPasswordForm(FlaskForm):

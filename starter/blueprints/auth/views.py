@@ -86,8 +86,9 @@ def login():  # type: ignore[no-untyped-def]
 @bp.post("/logout")
 @login_required
 def logout():  # type: ignore[no-untyped-def]
-    logout_user()
+    # Clear first: logout_user() leaves a note in the session that deletes the remember-me cookie.
     session.clear()
+    logout_user()
     flash("You have been logged out.", "info")
     return redirect(url_for("main.index"))
 

@@ -4,6 +4,11 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length
 
+
+def strip_whitespace(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
 ROLE_CHOICES = [("member", "Member"), ("admin", "Admin"), ("owner", "Owner")]
 
 
@@ -16,7 +21,11 @@ class SwitchTeamForm(FlaskForm):
 
 
 class InviteForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)],
+        filters=[strip_whitespace],
+    )
     role = SelectField("Role", choices=ROLE_CHOICES[:2], default="member")
 
 

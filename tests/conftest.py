@@ -1,0 +1,218 @@
+"""Fixtures: the app on SQLite always and on PostgreSQL when TEST_DATABASE_URL is set.
+
+Every test that uses ``app`` runs once per database. Tables are created once per database and
+emptied after each test (TRUNCATE on PostgreSQL), so tests that use threads or subprocesses see
+committed data exactly as production would. Tests marked ``postgres`` run on PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask, has_app_context
+from flask.globals import app_ctx
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from starter import create_app
+from starter.config import normalise_database_url
+from starter.extensions import db
+
+TEST_DATABASE_URL = normalise_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
+BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
+PASSWORD = "correct-horse-battery"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PostgreSQL-only tests never run on SQLite; without TEST_DATABASE_URL they skip, saying why."""
+    keep, drop = [], []
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("database_url")
+        if item.get_closest_marker("postgres") and backend == "sqlite" and TEST_DATABASE_URL:
+            drop.append(item)
+            continue
+        if item.get_closest_marker("postgres") and not TEST_DATABASE_URL:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set TEST_DATABASE_URL"))
+        keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database per backend for the whole run, with the schema created from the models."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}" if request.param == "sqlite" else TEST_DATABASE_URL
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False})
+    with app.app_context():
+        db.drop_all()
+        db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        db.session.commit()
+        db.create_all()
+        db.engine.dispose()
+    yield url
+
+
+def empty_tables(url: str) -> None:
+    engine = create_engine(url)
+    tables = [table.name for table in reversed(db.metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+class FreshGlobalsClient(FlaskClient):
+    """A test client whose every request (redirects included) starts with an empty ``g``, as in production.
+
+    The ``app`` fixture keeps an app context pushed for the whole test and Flask reuses it for requests,
+    so without this ``g`` (Flask-Login's current user, Flask-WTF's CSRF token) would leak from one
+    request, and from one client, into the next.
+    """
+
+    def open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not has_app_context():
+            return super().open(*args, **kwargs)
+        context = app_ctx._get_current_object()
+        outer_g, context.g = context.g, self.application.app_ctx_globals_class()
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            context.g = outer_g
+
+
+def make_app(database_url: str, **overrides: object) -> Flask:
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SCHEDULER_ENABLED": False,
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_TEST_MODE": True,
+        "SERVER_NAME": None,
+        "BASE_URL": "http://localhost",
+        "RATELIMIT_STORAGE_URI": "memory://",
+    }
+    config.update(overrides)
+    app = create_app(config)
+    app.test_client_class = FreshGlobalsClient
+    return app
+
+
+@pytest.fixture
+def app_config() -> dict[str, object]:
+    """Override in a test module (or parametrize) to change settings for its ``app``."""
+    return {}
+
+
+@pytest.fixture
+def app(database_url: str, app_config: dict[str, object]) -> Iterator[Flask]:
+    app = make_app(database_url, **app_config)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+    empty_tables(database_url)
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):  # type: ignore[no-untyped-def]
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def outbox(app: Flask) -> list:
+    return app.extensions.setdefault("outbox", [])
+
+
+def csrf_token(client: FlaskClient, path: str = "/auth/login") -> str:
+    """The session's CSRF token, read from a page the way a browser would get it."""
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+class AuthActions:
+    """Log in and out through the real forms, CSRF token included."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def post(self, path: str, data: dict | None = None, token_from: str = "/", **kwargs):  # type: ignore[no-untyped-def]
+        data = dict(data or {})
+        data.setdefault("csrf_token", csrf_token(self.client, token_from))
+        return self.client.post(path, data=data, **kwargs)
+
+    def login(self, email: str, password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
+        return self.post("/auth/login", {"email": email, "password": password, **extra}, token_from="/auth/login")
+
+    def signup(self, name: str, email: str, password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
+        return self.post(
+            "/auth/signup", {"name": name, "email": email, "password": password, **extra}, token_from="/auth/signup"
+        )
+
+    def logout(self):  # type: ignore[no-untyped-def]
+        return self.post("/auth/logout")
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> AuthActions:
+    return AuthActions(client)
+
+
+@pytest.fixture
+def make_user(app: Flask):  # type: ignore[no-untyped-def]
+    """Factory: a committed user with a personal team (and its free credits)."""
+    from starter import accounts
+
+    counter = iter(range(1, 1_000_000))
+
+    def make(email: str | None = None, name: str = "Test User", password: str = PASSWORD, **fields: object):
+        user = accounts.sign_up(name, email or f"user{next(counter)}@example.com", password)
+        for key, value in fields.items():
+            setattr(user, key, value)
+        db.session.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_team(app: Flask):  # type: ignore[no-untyped-def]
+    """Factory: a committed team owned by ``owner``, with extra members as (user, role) pairs."""
+    from starter import teams
+    from starter.models import Membership
+
+    def make(owner, name: str = "Acme", members=()):  # type: ignore[no-untyped-def]
+        team = teams.create_team(owner, name)
+        for user, role in members:
+            db.session.add(Membership(team_id=team.id, user_id=user.id, role=role))
+        db.session.commit()
+        return team
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,155 @@
+"""Races on the ledger with real threads, each with its own connection and transaction.
+
+The PostgreSQL ones are the contract: row locks serialise one team's changes, so nothing is
+overdrawn, no update is lost, and a repeated key debits once. On SQLite, writers queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from starter import credits
+from starter.extensions import db
+from starter.models import LedgerEntry, Team, utcnow
+
+
+@pytest.fixture
+def app_config():
+    return {"SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 40, "max_overflow": 10, "pool_timeout": 60}}
+
+
+@pytest.fixture
+def team(app) -> int:
+    team = Team(name="Race", slug="race")
+    db.session.add(team)
+    db.session.flush()
+    credits.open_account(team)
+    db.session.commit()
+    return team.id
+
+
+def in_thread(app, operation):
+    """Run ``operation`` in its own app context (own session, own connection) and commit."""
+
+    def run(*args):
+        with app.app_context():
+            try:
+                result = operation(*args)
+                db.session.commit()
+                return result
+            except credits.CreditError as error:
+                db.session.rollback()
+                return error
+            finally:
+                db.session.remove()
+
+    return run
+
+
+def race(app, operation, calls, workers):
+    barrier = threading.Barrier(workers)
+    wrapped = in_thread(app, operation)
+
+    def start(args):
+        try:
+            barrier.wait(timeout=0.5)
+        except threading.BrokenBarrierError:
+            pass  # later calls start as soon as a worker is free
+        return wrapped(*args)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(start, calls))
+
+
+@pytest.mark.postgres
+def test_32_threads_of_25_spends_never_overdraw_and_lose_nothing(app, team):
+    now = utcnow()
+    credits.grant(team, 400, source="plan", key="plan", expires_at=now + timedelta(days=30), period_start=now)
+    credits.grant(team, 600, source="purchase", key="pack")
+    db.session.commit()
+    calls = [(f"t{t}-s{s}",) for t in range(32) for s in range(25)]  # 800 spends of 3 = 2,400 wanted
+
+    results = race(app, lambda key: credits.spend(team, 3, key=key), calls, workers=32)
+
+    succeeded = [r for r in results if isinstance(r, credits.Receipt)]
+    refused = [r for r in results if isinstance(r, credits.InsufficientCredits)]
+    assert len(succeeded) == 1000 // 3 and len(refused) == 800 - 333
+    assert sorted(r.balance_after for r in succeeded) == list(range(1, 1000, 3)), "each spend saw the one before"
+    db.session.expire_all()
+    assert credits.balance(team).available == 1
+    assert db.session.scalar(select(func.count()).select_from(LedgerEntry).filter_by(team_id=team, kind="spend")) == 333
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
+def test_20_concurrent_repeats_of_one_key_debit_once(app, team):
+    credits.grant(team, 100, source="purchase", key="pack")
+    db.session.commit()
+
+    results = race(app, lambda key: credits.spend(team, 7, key=key), [("same-key",)] * 20, workers=20)
+
+    assert all(isinstance(r, credits.Receipt) for r in results), results
+    assert len({r.entry_id for r in results}) == 1
+    assert Counter(r.replayed for r in results) == {True: 19, False: 1}
+    assert credits.balance(team).available == 93
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
+def test_concurrent_capture_and_release_of_a_hold_one_wins(app, team):
+    credits.grant(team, 1_000, source="purchase", key="pack")
+    db.session.commit()
+    holds = [credits.hold(team, 10, key=f"h{i}") for i in range(15)]
+    db.session.commit()
+
+    def close(kind, hold_id):
+        if kind == "capture":
+            return credits.capture(team, hold_id, 6, key=f"capture-{hold_id}")
+        return credits.release(team, hold_id, key=f"release-{hold_id}")
+
+    calls = [(kind, hold.id) for hold in holds for kind in ("capture", "release")]
+    results = race(app, close, calls, workers=30)
+
+    for index, _hold in enumerate(holds):
+        pair = results[2 * index : 2 * index + 2]
+        winners = [r for r in pair if isinstance(r, credits.HoldResult)]
+        losers = [r for r in pair if isinstance(r, credits.HoldNotActive)]
+        assert len(winners) == 1 and len(losers) == 1, pair
+    captured = sum(1 for r in results if isinstance(r, credits.HoldResult) and r.status == "captured")
+    db.session.expire_all()
+    balance = credits.balance(team)
+    assert balance.held == 0 and balance.available == 1_000 - 6 * captured
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
+def test_spends_on_different_teams_do_not_block_each_other(app, team):
+    other = Team(name="Other", slug="other")
+    db.session.add(other)
+    db.session.flush()
+    credits.open_account(other)
+    for team_id in (team, other.id):
+        credits.grant(team_id, 100, source="purchase", key="pack")
+    db.session.commit()
+    calls = [(team_id, f"{team_id}-{i}") for i in range(50) for team_id in (team, other.id)]
+    results = race(app, lambda team_id, key: credits.spend(team_id, 1, key=key), calls, workers=16)
+    assert all(isinstance(r, credits.Receipt) for r in results)
+    assert credits.balance(team).available == 50 and credits.balance(other.id).available == 50
+    assert credits.verify() == []
+
+
+def test_concurrent_writers_queue_instead_of_failing(app, team):
+    """On SQLite too: no "database is locked", every spend lands."""
+    credits.grant(team, 1_000, source="purchase", key="pack")
+    db.session.commit()
+    calls = [(f"k{i}",) for i in range(64)]
+    results = race(app, lambda key: credits.spend(team, 2, key=key), calls, workers=8)
+    assert all(isinstance(r, credits.Receipt) for r in results), results
+    assert credits.balance(team).available == 1_000 - 128
+    assert credits.verify() == []

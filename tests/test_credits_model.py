@@ -1,0 +1,227 @@
+"""Random sequences of ledger operations against a small reference model (hypothesis, stateful).
+
+The model keeps blocks as plain numbers and spends them in the brief's order. After every step
+the real ledger must agree with it, never go negative, and pass ``verify``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from sqlalchemy import event, select
+
+from starter import credits
+from starter.extensions import db
+from starter.models import Hold, Team
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+ids = itertools.count(1)
+
+
+@dataclass
+class ModelBlock:
+    created: datetime
+    order: int
+    remaining: int
+    held: int = 0
+    expires_at: datetime | None = None
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        team = Team(name="Model", slug=f"model-{next(ids)}")
+        db.session.add(team)
+        db.session.flush()
+        credits.open_account(team)
+        db.session.commit()
+        self.team = team.id
+        self.now = START
+        self.blocks: list[ModelBlock] = []
+        self.holds: dict[int, tuple[datetime, list[tuple[ModelBlock, int]]]] = {}
+        self.keys = itertools.count()
+
+    # -- the reference model -----------------------------------------------------------------
+    def order(self) -> list[ModelBlock]:
+        live = [b for b in self.blocks if b.live(self.now) and b.remaining > b.held]
+        return sorted(live, key=lambda b: (b.expires_at is None, b.expires_at or START, b.created, b.order))
+
+    def available(self) -> int:
+        return sum(b.remaining - b.held for b in self.order())
+
+    def draw(self, amount: int) -> list[tuple[ModelBlock, int]]:
+        draws = []
+        for block in self.order():
+            take = min(amount, block.remaining - block.held)
+            if take:
+                draws.append((block, take))
+            amount -= take
+        return draws
+
+    def key(self) -> str:
+        return f"k{next(self.keys)}"
+
+    def commit(self) -> None:
+        db.session.commit()
+
+    # -- rules -------------------------------------------------------------------------------
+    @rule(amount=st.integers(1, 500), expires_in=st.one_of(st.none(), st.integers(1, 72)))
+    def grant(self, amount: int, expires_in: int | None) -> None:
+        expires_at = self.now + timedelta(hours=expires_in) if expires_in else None
+        credits.grant(self.team, amount, source="promo", key=self.key(), expires_at=expires_at, now=self.now)
+        self.commit()
+        self.blocks.append(ModelBlock(self.now, len(self.blocks), amount, 0, expires_at))
+
+    @rule(amount=st.integers(1, 400))
+    def spend(self, amount: int) -> None:
+        fits = self.available() >= amount
+        try:
+            credits.spend(self.team, amount, key=self.key(), now=self.now)
+            self.commit()
+        except credits.InsufficientCredits as error:
+            db.session.rollback()
+            assert not fits and error.available == self.available()
+            return
+        assert fits
+        for block, take in self.draw(amount):
+            block.remaining -= take
+
+    @rule(amount=st.integers(1, 200))
+    def hold(self, amount: int) -> None:
+        fits = self.available() >= amount
+        try:
+            result = credits.hold(self.team, amount, key=self.key(), ttl_seconds=86_400, now=self.now)
+            self.commit()
+        except credits.InsufficientCredits:
+            db.session.rollback()
+            assert not fits
+            return
+        assert fits
+        draws = self.draw(amount)
+        for block, take in draws:
+            block.held += take
+        # A hold lasts its TTL, or until the first block it reserves from expires.
+        expires_at = min([self.now + timedelta(days=1)] + [b.expires_at for b, _ in draws if b.expires_at])
+        assert result.expires_at == expires_at
+        self.holds[result.id] = (expires_at, draws)
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data(), capture=st.booleans())
+    def close_hold(self, data: st.DataObject, capture: bool) -> None:
+        hold_id = data.draw(st.sampled_from(sorted(self.holds)))
+        _expires_at, draws = self.holds.pop(hold_id)
+        total = sum(take for _, take in draws)
+        if capture:
+            actual = data.draw(st.integers(0, total))
+            credits.capture(self.team, hold_id, actual, key=self.key(), now=self.now)
+        else:
+            actual = 0
+            credits.release(self.team, hold_id, key=self.key(), now=self.now)
+        self.commit()
+        for block, take in draws:
+            used = min(actual, take)
+            block.held -= take
+            block.remaining -= used
+            actual -= used
+
+    @rule(hours=st.integers(1, 48))
+    def time_passes(self, hours: int) -> None:
+        self.now += timedelta(hours=hours)
+        expired = [hold_id for hold_id, (expires_at, _) in self.holds.items() if expires_at <= self.now]
+        credits.release_expired_holds(self.now)  # the jobs see every team; earlier examples' teams too
+        credits.expire_due(self.now)
+        self.commit()
+        statuses = dict(db.session.execute(select(Hold.id, Hold.status).where(Hold.id.in_(self.holds))).all())
+        assert {h for h, status in statuses.items() if status == "expired"} == set(expired)
+        for hold_id in expired:
+            for block, take in self.holds.pop(hold_id)[1]:
+                block.held -= take
+        for block in self.blocks:
+            if not block.live(self.now):
+                block.remaining = 0
+
+    @rule(amount=st.integers(-300, 300).filter(bool))
+    def adjust(self, amount: int) -> None:
+        fits = amount > 0 or self.available() >= -amount
+        try:
+            credits.adjust(self.team, amount, reason="model", key=self.key(), now=self.now)
+            self.commit()
+        except credits.InsufficientCredits:
+            db.session.rollback()
+            assert not fits
+            return
+        assert fits
+        if amount > 0:
+            self.blocks.append(ModelBlock(self.now, len(self.blocks), amount))
+        else:
+            for block, take in self.draw(-amount):
+                block.remaining -= take
+
+    @rule()
+    def repeat_a_key(self) -> None:
+        key = self.key()
+        if self.available() < 1:
+            return
+        first = credits.spend(self.team, 1, key=key, now=self.now)
+        again = credits.spend(self.team, 1, key=key, now=self.now)
+        self.commit()
+        assert again.replayed and again.entry_id == first.entry_id
+        self.draw(1)[0][0].remaining -= 1
+
+    # -- invariants --------------------------------------------------------------------------
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        balance = credits.balance(self.team, self.now)
+        assert balance.available == self.available() >= 0
+        assert balance.held == sum(b.held for b in self.blocks if b.live(self.now))
+
+    @invariant()
+    def verify_passes(self) -> None:
+        assert credits.verify() == []
+
+
+def test_random_operation_sequences_match_the_model(app):
+    run_state_machine_as_test(
+        LedgerMachine,
+        settings=settings(
+            max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
+    )
+
+
+def test_a_spend_from_one_block_is_seven_statements(app):
+    """The statement budget of a spend (BEGIN/COMMIT aside), and why each is there:
+
+    1 lock the balance row, 2 look up the idempotency key, 3 read the spendable blocks,
+    4 update the block, 5 update the cached balance, 6 insert the entry, 7 insert its allocation.
+    """
+    team = Team(name="Budget", slug="budget")
+    db.session.add(team)
+    db.session.flush()
+    credits.open_account(team)
+    credits.grant(team.id, 100, source="purchase", key="g")
+    team_id = team.id
+    db.session.commit()
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        credits.spend(team_id, 5, key="budget")
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    verbs = [s.split()[0].upper() for s in statements if not s.upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))]
+    assert len(verbs) <= 7, statements
+    assert verbs == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"]
