@@ -93,11 +93,13 @@ def _make_sqlite_writers_queue(engine: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from .blueprints.auth.views import bp as auth_bp
+    from .blueprints.billing.views import bp as billing_bp
     from .blueprints.dashboard.views import bp as dashboard_bp
     from .blueprints.main.views import bp as main_bp
     from .blueprints.teams.views import bp as teams_bp
+    from .blueprints.webhooks.views import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp):
+    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, webhooks_bp):
         app.register_blueprint(blueprint)
 
 

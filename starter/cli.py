@@ -62,5 +62,28 @@ def grant_command(team_ref: str, amount: int, reason: str, key: str | None) -> N
     click.echo(f"Granted {amount:,} credits to {team.slug}; balance {receipt.balance_after:,}{replayed}.")
 
 
+billing_cli = AppGroup("billing", help="Stripe products and prices.")
+
+
+@billing_cli.command("sync")
+def billing_sync_command() -> None:
+    """Create or update Stripe products and prices from the catalog (idempotent, by lookup key)."""
+    import stripe
+    from flask import current_app
+
+    from .billing import catalog_sync
+
+    if current_app.config["STRIPE_TEST_MODE"]:
+        raise click.ClickException("Set STRIPE_SECRET_KEY first: test mode has no Stripe prices to sync.")
+    try:
+        results = catalog_sync.sync()
+    except stripe.StripeError as error:
+        raise click.ClickException(f"Stripe refused: {error}") from error
+    for setting, price_id, what in results:
+        click.echo(f"{setting}={price_id}  # {what}")
+    click.echo("Put these lines in .env to make Checkout use the synced prices.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(credits_cli)
+    app.cli.add_command(billing_cli)

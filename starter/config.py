@@ -77,4 +77,7 @@ def from_environment(instance_path: str) -> dict:
         "REMEMBER_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
         "SQLALCHEMY_RECORD_QUERIES": False,
+        "MAX_CONTENT_LENGTH": 1024 * 1024,  # webhook bodies and forms are far smaller
+        # Configured Stripe prices override the catalog's inline price_data: STRIPE_PRICE_PACK_SMALL=price_…
+        **{name: value for name, value in os.environ.items() if name.startswith("STRIPE_PRICE_") and value},
     }

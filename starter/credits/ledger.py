@@ -233,8 +233,14 @@ def clawback(
     )
 
 
-def expire_block(team_id: int, block_id: int, *, now: datetime | None = None) -> Receipt | None:
-    """Write the expiry of one block whose time has come: release its expired holds, zero what remains."""
+def expire_block(
+    team_id: int, block_id: int, *, now: datetime | None = None, early_reason: str | None = None
+) -> Receipt | None:
+    """Write the expiry of one block whose time has come: release its holds, zero what remains.
+
+    With ``early_reason`` the block ends now even though its time has not come (a new paid period
+    replaces the old period's plan credits); its active holds are released with it.
+    """
     now = now or utcnow()
     key = f"expire:block:{block_id}"
     fingerprint = fingerprint_of("expire", block_id=block_id)
@@ -244,10 +250,11 @@ def expire_block(team_id: int, block_id: int, *, now: datetime | None = None) ->
     block = db.session.execute(
         select(blocks_t).where(blocks_t.c.id == block_id, blocks_t.c.team_id == team_id)
     ).one_or_none()
-    if block is None or block.expired_at is not None or block.expires_at is None or block.expires_at > now:
+    due = block is not None and block.expires_at is not None and block.expires_at <= now
+    if block is None or block.expired_at is not None or not (due or early_reason):
         return None
     if block.held:
-        # A hold never outlives the blocks it draws on, so these holds have expired too.
+        # A hold never outlives the blocks it draws on, so these holds end with the block.
         for hold_id in holds_on_block(block_id):
             receipt = close_hold(
                 team_id,
@@ -272,8 +279,8 @@ def expire_block(team_id: int, block_id: int, *, now: datetime | None = None) ->
         fingerprint=fingerprint,
         now=now,
         actor=SYSTEM,
-        description="Credits expired",
-        meta={"source": block.source, "expires_at": block.expires_at.isoformat()},
+        description=f"Credits expired: {early_reason}" if early_reason else "Credits expired",
+        meta={"source": block.source, "expires_at": block.expires_at.isoformat() if block.expires_at else None},
     )
 
 

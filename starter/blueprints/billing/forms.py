@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import secrets
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, SelectField
+from wtforms.validators import AnyOf, DataRequired, Length, Regexp
+
+
+class CheckoutForm(FlaskForm):
+    """Buy a pack or choose a plan. ``attempt`` makes a retried click reuse the same Checkout Session."""
+
+    kind = HiddenField(validators=[DataRequired(), AnyOf(["pack", "plan"])])
+    code = HiddenField(validators=[DataRequired(), Length(max=32)])
+    attempt = HiddenField(
+        validators=[Length(max=64), Regexp(r"^[A-Za-z0-9_-]*$")], default=lambda: secrets.token_hex(8)
+    )
+
+
+class PortalForm(FlaskForm):
+    """Open the billing portal: a POST with its CSRF token."""
+
+
+class TestPaymentForm(FlaskForm):
+    action = HiddenField(validators=[DataRequired(), AnyOf(["pay", "cancel"])])
+
+
+class TestPortalForm(FlaskForm):
+    action = HiddenField(
+        validators=[DataRequired(), AnyOf(["cancel_at_period_end", "resume", "cancel_now", "change_plan", "renew"])]
+    )
+    plan_code = SelectField("Plan", choices=[], validate_choice=False)

@@ -1,0 +1,144 @@
+"""The purchase dialog's endpoints: packs and plans to Stripe Checkout, success and cancel, the portal.
+
+Thin: authorise, call ``starter.billing``, render. Credits are granted only by fulfilment, which
+the webhook and the success page share.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ... import catalog, plans
+from ...access import team_role_required
+from ...billing import BillingError, fulfilment, gateway, testmode
+from ...extensions import db
+from ...teams import has_role
+from .forms import CheckoutForm, PortalForm, TestPaymentForm, TestPortalForm
+
+bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+
+def _catalog_context() -> dict:
+    return {
+        "packs": list(catalog.PACKS.values()),
+        "plans": list(catalog.PLANS.values()),
+        "current_plan": plans.plan_of(g.team),
+        "can_buy": has_role(g.membership, "admin"),
+    }
+
+
+@bp.get("")
+@team_role_required("member")
+def index():  # type: ignore[no-untyped-def]
+    return render_template("billing/index.html", form=CheckoutForm(), portal_form=PortalForm(), **_catalog_context())
+
+
+@bp.post("/checkout")
+@team_role_required("admin")
+def checkout():  # type: ignore[no-untyped-def]
+    form = CheckoutForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose a pack or a plan from the list.")
+    kind, code = form.kind.data, form.code.data
+    if (kind == "pack" and catalog.pack(code) is None) or (kind == "plan" and catalog.plan(code) is None):
+        abort(400, "That pack or plan does not exist.")
+    try:
+        if kind == "plan" and (g.team.is_paying or catalog.PLANS[code].is_free):
+            if not g.team.is_paying:
+                flash("You are on the free plan already.", "info")
+                return redirect(url_for("billing.index"), 303)
+            # A team that already pays changes or cancels its plan in the portal.
+            return redirect(gateway.portal_url(g.team, current_user.email, "/billing"), 303)
+        url = gateway.create_checkout(g.team, current_user.email, kind, code, current_user.id, form.attempt.data)
+    except BillingError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("billing.index"), 303)
+    db.session.commit()  # the lazily created Stripe customer id
+    return redirect(url, 303)
+
+
+@bp.get("/success")
+@team_role_required("member")
+def success():  # type: ignore[no-untyped-def]
+    session_id = request.args.get("session_id", "")
+    if not session_id.startswith("cs_") or len(session_id) > 255:
+        abort(404)
+    try:
+        session = gateway.retrieve_checkout_session(session_id)
+    except BillingError as error:
+        return render_template("billing/success.html", outcome=None, error=str(error)), 503
+    if session is None or str((session.get("metadata") or {}).get("team_id")) != str(g.team.id):
+        abort(404)
+    try:
+        outcome = fulfilment.fulfil_checkout(session)
+    except fulfilment.Ignored:
+        db.session.rollback()
+        current_app.logger.warning("Success page for %s: the payment did not match its pack", session_id)
+        outcome = fulfilment.Fulfilment("mismatch")
+    db.session.commit()
+    return render_template("billing/success.html", outcome=outcome, session=session, error=None)
+
+
+@bp.get("/cancel")
+@team_role_required("member")
+def cancel():  # type: ignore[no-untyped-def]
+    return render_template("billing/cancel.html")
+
+
+@bp.post("/portal")
+@team_role_required("admin")
+def portal():  # type: ignore[no-untyped-def]
+    if not PortalForm().validate_on_submit():
+        abort(400)
+    try:
+        url = gateway.portal_url(g.team, current_user.email)
+    except BillingError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("dashboard.index"), 303)
+    db.session.commit()
+    return redirect(url, 303)
+
+
+def _test_mode_only() -> None:
+    if not gateway.is_test_mode():
+        abort(404)
+
+
+@bp.route("/test-checkout/<token>", methods=["GET", "POST"])
+@team_role_required("admin")
+def test_checkout(token: str):  # type: ignore[no-untyped-def]
+    _test_mode_only()
+    checkout = testmode.load_checkout(token)
+    if checkout is None or checkout["params"]["metadata"]["team_id"] != str(g.team.id):
+        abort(404)
+    form = TestPaymentForm()
+    if form.validate_on_submit():
+        if form.action.data == "cancel":
+            return redirect(checkout["params"]["cancel_url"], 303)
+        try:
+            return redirect(testmode.pay(checkout), 303)
+        except BillingError as error:
+            flash(str(error), "error")
+    metadata = checkout["params"]["metadata"]
+    item = catalog.pack(metadata["code"]) if metadata["kind"] == "pack" else catalog.plan(metadata["code"])
+    return render_template("billing/test_checkout.html", checkout=checkout, item=item, kind=metadata["kind"], form=form)
+
+
+@bp.route("/test-portal", methods=["GET", "POST"])
+@team_role_required("admin")
+def test_portal():  # type: ignore[no-untyped-def]
+    _test_mode_only()
+    form = TestPortalForm()
+    form.plan_code.choices = [(p.code, p.name) for p in catalog.PLANS.values() if not p.is_free]
+    if form.validate_on_submit():
+        try:
+            testmode.portal_action(g.team, form.action.data, form.plan_code.data)
+        except BillingError as error:
+            flash(str(error), "error")
+        else:
+            flash("Done: the subscription was updated through the webhook.", "success")
+        return redirect(url_for("billing.test_portal"), 303)
+    return render_template("billing/test_portal.html", form=form, plan=plans.plan_of(g.team))
