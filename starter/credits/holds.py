@@ -80,7 +80,7 @@ def hold(
         fingerprint=fingerprint,
         now=now,
         actor=actor,
-        description=description or "Credits reserved",
+        description=f"Reserved for {description}" if description else "Credits reserved",
         meta=meta,
         feature=feature,
         hold_id=hold_id,

@@ -1,28 +1,173 @@
-"""The signed-in home: the team's credits at a glance, and the purchase dialog."""
+"""The signed-in home, the ledger history with its CSV export, and the example paid feature."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, render_template
+import csv
+import io
+from datetime import datetime
+
+from flask import Blueprint, Response, abort, current_app, g, render_template, request, stream_with_context, url_for
+from flask_login import current_user
 
 from ... import catalog, credits, plans
 from ...access import team_role_required
+from ...credits import history
+from ...extensions import db
+from ...models import ENTRY_KINDS
 from ...teams import has_role
 from ..billing.forms import CheckoutForm, PortalForm
+from . import charts
+from .forms import GenerateForm, HistoryFilterForm
+from .generation import fake_generation
 
 bp = Blueprint("dashboard", __name__)
+
+
+def _purchase_context() -> dict:
+    """What the purchase dialog needs, on every page that can open it."""
+    return {
+        "packs": list(catalog.PACKS.values()),
+        "can_buy": has_role(g.membership, "admin"),
+        "form": CheckoutForm(),
+        "portal_form": PortalForm(),
+    }
 
 
 @bp.get("/dashboard")
 @team_role_required("member")
 def index():  # type: ignore[no-untyped-def]
     balance = credits.balance(g.team.id)
+    recent, _ = history.page(g.team.id, history.Filters(), size=8)
     return render_template(
         "dashboard/index.html",
         balance=balance,
         plan=plans.plan_of(g.team),
+        meter=charts.meter(balance.plan, balance.purchased, balance.other, balance.held),
+        chart=charts.usage_chart(history.usage_by_day(g.team.id)),
+        chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
+        recent=recent,
         low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
-        packs=list(catalog.PACKS.values()),
-        can_buy=has_role(g.membership, "admin"),
-        form=CheckoutForm(),
-        portal_form=PortalForm(),
+        **_purchase_context(),
+    )
+
+
+def _filters() -> tuple[HistoryFilterForm, history.Filters]:
+    form = HistoryFilterForm(request.args, meta={"csrf": False})
+    form.kind.choices = [("", "All kinds")] + [(kind, kind.title()) for kind in ENTRY_KINDS]
+    form.feature.choices = [("", "All features")] + [(f.code, f.name) for f in catalog.FEATURES.values()]
+    if request.args and not form.validate():
+        abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
+    return form, history.Filters(
+        kind=form.kind.data or None, feature=form.feature.data or None, since=form.since.data, until=form.until.data
+    )
+
+
+def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value:
+        return None
+    try:
+        stamp, entry_id = value.rsplit("_", 1)
+        return datetime.fromisoformat(stamp), int(entry_id)
+    except ValueError:
+        abort(400, "That page link is not valid.")
+
+
+@bp.get("/credits/history")
+@team_role_required("member")
+def history_page():  # type: ignore[no-untyped-def]
+    form, filters = _filters()
+    rows, after = history.page(g.team.id, filters, after=_cursor(request.args.get("after")))
+    args = {k: v for k, v in request.args.items() if k != "after" and v}
+    next_url = url_for("dashboard.history_page", after=f"{after[0].isoformat()}_{after[1]}", **args) if after else None
+    return render_template(
+        "dashboard/history.html",
+        rows=rows,
+        form=form,
+        next_url=next_url,
+        first_url=url_for("dashboard.history_page", **args) if request.args.get("after") else None,
+        csv_url=url_for("dashboard.history_csv", **args),
+    )
+
+
+@bp.get("/credits/history.csv")
+@team_role_required("member")
+def history_csv():  # type: ignore[no-untyped-def]
+    _form, filters = _filters()
+    team_id = g.team.id
+
+    def lines():  # type: ignore[no-untyped-def]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(
+            ["id", "created_at", "kind", "description", "feature", "amount", "balance_after", "held_change", "actor"]
+        )
+        for row in history.stream(team_id, filters):
+            entry = row.LedgerEntry
+            writer.writerow(
+                [
+                    entry.id,
+                    entry.created_at.isoformat(),
+                    entry.kind,
+                    _safe_cell(entry.description),
+                    entry.feature or "",
+                    entry.amount,
+                    entry.balance_after,
+                    entry.held_delta,
+                    _safe_cell(row.actor_name or entry.actor_type),
+                ]
+            )
+            if buffer.tell() > 64_000:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"credits-{g.team.slug}-{datetime.now():%Y%m%d}.csv"
+    return Response(
+        stream_with_context(lines()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _safe_cell(text: str) -> str:
+    """Spreadsheets run cells that start with = + - @ as formulas: neutralise them."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+@bp.route("/generate", methods=["GET", "POST"])
+@team_role_required("member")
+def generate():  # type: ignore[no-untyped-def]
+    """The example paid feature: reserve the cost, do the work, capture what it really cost."""
+    form = GenerateForm()
+    feature = catalog.FEATURES["ai_generation"]
+    result = None
+    if form.validate_on_submit():
+        key = form.idempotency_key.data
+        actor = credits.Actor("user", current_user.id)
+        try:
+            hold = credits.hold(
+                g.team.id,
+                feature=feature.code,
+                key=f"generate:{key}:hold",
+                actor=actor,
+                description=feature.name,
+            )
+            result = fake_generation(form.prompt.data, feature.credits)
+            captured = credits.capture(g.team.id, hold.id, result.credits, key=f"generate:{key}:capture", actor=actor)
+        except credits.InsufficientCredits as error:
+            db.session.rollback()
+            return render_template(
+                "dashboard/insufficient.html", error=error, feature=feature, **_purchase_context()
+            ), 402
+        except credits.CreditError as error:
+            db.session.rollback()
+            if isinstance(error, credits.IdempotencyConflict):
+                abort(409, "This form was already used for another prompt. Reload the page to run a new one.")
+            abort(error.status, str(error))
+        db.session.commit()
+        result = result.charged(held=hold.amount, replayed=hold.replayed and captured.replayed)
+        form = GenerateForm(formdata=None, prompt=form.prompt.data)
+    return render_template(
+        "dashboard/generate.html", form=form, feature=feature, result=result, balance=credits.balance(g.team.id)
     )
