@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from flask import Flask, has_app_context
 from flask.globals import app_ctx
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from starter import create_app
 from starter.config import normalise_database_url
@@ -43,18 +45,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+@contextmanager
+def private_postgres_database() -> Iterator[str]:
+    """A database of this test run's own on the TEST_DATABASE_URL server, dropped afterwards.
+
+    Two test runs at once (a developer and CI, or parallel sessions) never share tables.
+    """
+    admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    name = f"starter_test_{os.getpid()}"
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One database per backend for the whole run, with the schema created from the models."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}" if request.param == "sqlite" else TEST_DATABASE_URL
-    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False})
-    with app.app_context():
-        db.drop_all()
-        db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        db.session.commit()
-        db.create_all()
-        db.engine.dispose()
-    yield url
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        else:
+            url = stack.enter_context(private_postgres_database())
+        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False})
+        with app.app_context():
+            db.create_all()
+            db.engine.dispose()
+        yield url
 
 
 def empty_tables(url: str) -> None:
@@ -191,6 +213,35 @@ def make_user(app: Flask):  # type: ignore[no-untyped-def]
         user = accounts.sign_up(name, email or f"user{next(counter)}@example.com", password)
         for key, value in fields.items():
             setattr(user, key, value)
+        db.session.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """One real hash of PASSWORD, made once: scrypt is slow on purpose (about 0.1 s a hash)."""
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(PASSWORD)
+
+
+@pytest.fixture
+def fast_user(app: Flask, password_hash: str):  # type: ignore[no-untyped-def]
+    """Factory: like ``make_user`` (password PASSWORD, a personal team with its free credits), built
+    without hashing the password again. For tests whose subject is not sign-up itself."""
+    from starter import accounts, teams
+    from starter.models import User
+
+    counter = iter(range(1, 1_000_000))
+
+    def make(email: str | None = None, name: str = "Test User", **fields: object):
+        email = accounts.normalise_email(email or f"fast{next(counter)}@example.com")
+        user = User(email=email, name=name, password_hash=password_hash, **fields)
+        db.session.add(user)
+        db.session.flush()
+        teams.create_team(user, f"{name.split(' ')[0]}'s team", personal=True)
         db.session.commit()
         return user
 
