@@ -13,7 +13,7 @@ ROLE_CHOICES = [("member", "Member"), ("admin", "Admin"), ("owner", "Owner")]
 
 
 class TeamForm(FlaskForm):
-    name = StringField("Team name", validators=[DataRequired(), Length(min=2, max=120)])
+    name = StringField("Team name", validators=[DataRequired(), Length(min=2, max=120)], filters=[strip_whitespace])
 
 
 class SwitchTeamForm(FlaskForm):
