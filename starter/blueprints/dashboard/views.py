@@ -8,6 +8,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, abort, current_app, g, render_template, request, stream_with_context, url_for
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from ... import catalog, credits, plans
 from ...access import team_role_required
@@ -53,8 +54,10 @@ def index():  # type: ignore[no-untyped-def]
 
 def _filters() -> tuple[HistoryFilterForm, history.Filters]:
     form = HistoryFilterForm(request.args, meta={"csrf": False})
-    form.kind.choices = [("", "All kinds")] + [(kind, kind.title()) for kind in ENTRY_KINDS]
-    form.feature.choices = [("", "All features")] + [(f.code, f.name) for f in catalog.FEATURES.values()]
+    form.kind.choices = [SelectChoice("", "All kinds")] + [SelectChoice(kind, kind.title()) for kind in ENTRY_KINDS]
+    form.feature.choices = [SelectChoice("", "All features")] + [
+        SelectChoice(f.code, f.name) for f in catalog.FEATURES.values()
+    ]
     if request.args and not form.validate():
         abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
     return form, history.Filters(
