@@ -1,0 +1,488 @@
+"""Browser tests: Playwright drives Debian's Chromium through the real app served over HTTP.
+
+The whole purchase path by mouse and by keyboard, then reach: no sideways scrolling at 375 px,
+labelled inputs, dark mode from the system setting and WCAG AA contrast in both schemes. Every run
+saves screenshots of the dashboard under ``artifacts/screenshots/`` (git-ignored).
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``CHROMIUM_PATH`` names another binary);
+Playwright never downloads a browser here. Without Chromium the tests skip, unless
+``REQUIRE_BROWSER_TESTS=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from starter import accounts, catalog, credits
+from starter.blueprints.dashboard.generation import fake_generation
+from starter.extensions import db
+from starter.models import Membership
+from tests.browser_server import LiveServer, serve
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    # Without these Chromium phones home at start-up, and this machine's closed network refuses it.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+SMALL_PACK = catalog.PACKS["small"]
+FREE_CREDITS = catalog.FREE_PLAN.monthly_credits
+
+
+def _unavailable(message: str) -> None:
+    """Skip with ``message``, or fail when the environment says browser tests are required (CI)."""
+    if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
+        pytest.fail(f"{message} (REQUIRE_BROWSER_TESTS=1: browser tests must run)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One Chromium for the session: Debian's, never a Playwright download."""
+    if not CHROMIUM.exists():
+        _unavailable(f"Chromium not installed: apt-get install chromium (browser tests need {CHROMIUM})")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright not installed: pip install -e '.[test]'")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(database_url: str) -> Iterator[LiveServer]:
+    """The real app (test-mode billing, CSRF on, no rate limits) on a free port; tables emptied afterwards."""
+    with serve(database_url) as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser, live_server: LiveServer):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP, accept_downloads=True)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors or CSP violations in the browser: {errors}"
+
+
+def _email() -> str:
+    return f"browser-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def make_account(server: LiveServer, *, spend: int = 0, purchased: int = 0) -> str:
+    """A user with a personal team (free plan credits), optionally a purchase and a spend; returns the email."""
+    email = _email()
+    with server.app.app_context():
+        user = accounts.sign_up("Browser Tester", email, PASSWORD)
+        team_id = db.session.scalar(db.select(Membership.team_id).filter_by(user_id=user.id))
+        if purchased:
+            credits.grant(
+                team_id, purchased, source="purchase", key=f"seed-purchase-{email}", description="Small pack purchased"
+            )
+        if spend:
+            credits.spend(team_id, spend, key=f"seed-spend-{email}", feature="ai_generation")
+        db.session.commit()
+        db.session.remove()
+    return email
+
+
+def stat(page, testid: str) -> int:  # type: ignore[no-untyped-def]
+    return int(page.get_by_test_id(testid).inner_text().replace(",", ""))
+
+
+def log_in(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/auth/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/dashboard")
+
+
+def focus_is_inside(page, selector: str) -> bool:  # type: ignore[no-untyped-def]
+    return page.evaluate("s => !!(document.activeElement && document.activeElement.closest(s))", selector)
+
+
+def tab_to(page, selector: str, limit: int = 40) -> None:  # type: ignore[no-untyped-def]
+    """Press Tab until the focused element matches ``selector`` (fails after ``limit`` presses)."""
+    focused_matches = "s => !!document.activeElement && document.activeElement.matches(s)"
+    for _ in range(limit):
+        if page.evaluate(focused_matches, selector):
+            return
+        page.keyboard.press("Tab")
+    if page.evaluate(focused_matches, selector):
+        return
+    focused = page.evaluate("() => document.activeElement && document.activeElement.outerHTML.slice(0, 200)")
+    raise AssertionError(f"{limit} presses of Tab never reached {selector}; focus is on {focused}")
+
+
+# 1. The whole purchase path, by mouse --------------------------------------------------------------
+
+
+def test_purchase_path_sign_up_buy_spend_history_and_csv(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    email = _email()
+    page.goto("/auth/signup")
+    page.get_by_label("Name").fill("Ada Lovelace")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_url("**/dashboard")
+    assert stat(page, "plan-credits") == FREE_CREDITS == 100
+    assert stat(page, "purchased-credits") == 0
+
+    # The purchase dialog opens over the dashboard, with focus inside it.
+    page.locator('.page-actions [data-dialog-open="buy-credits"]').click()
+    dialog = page.locator("dialog#buy-credits[open]")
+    dialog.wait_for()
+    assert page.evaluate("() => document.getElementById('buy-credits').matches(':modal')")
+    assert focus_is_inside(page, "dialog#buy-credits")
+
+    dialog.get_by_role("button", name=re.compile(rf"Buy the {SMALL_PACK.name}")).click()
+    page.wait_for_url("**/billing/test-checkout/**")
+    page.get_by_text("Test mode — no card is charged").wait_for()
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    page.wait_for_url("**/billing/success?session_id=cs_*")
+    success = page.get_by_role("status").filter(has_text="credits added")
+    assert f"{SMALL_PACK.total_credits:,} credits added" in success.inner_text()
+
+    page.get_by_role("link", name="Go to the dashboard").click()
+    page.wait_for_url("**/dashboard")
+    assert stat(page, "purchased-credits") == SMALL_PACK.total_credits
+    assert stat(page, "plan-credits") == FREE_CREDITS
+
+    # The example feature: plan credits are spent first, purchased ones stay whole.
+    prompt = "A tagline for a bakery that only opens at night"
+    cost = fake_generation(prompt, catalog.FEATURES["ai_generation"].credits).credits
+    page.goto("/generate")
+    page.get_by_label("Prompt").fill(prompt)
+    page.get_by_role("button", name=re.compile(r"^Generate")).click()
+    output = page.get_by_test_id("output")
+    output.wait_for()
+    assert output.inner_text().strip()
+    page.goto("/dashboard")
+    assert stat(page, "plan-credits") == FREE_CREDITS - cost
+    assert stat(page, "purchased-credits") == SMALL_PACK.total_credits
+
+    # The history (one click from the navigation) lists the free grant, the purchase and the spend.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="History").click()
+    page.wait_for_url("**/credits/history")
+    rows = page.get_by_test_id("history").locator("tbody tr")
+    texts = rows.all_inner_texts()
+    assert any("Free plan credits" in t and "grant" in t and f"+{FREE_CREDITS}" in t for t in texts), texts
+    assert any(f"{SMALL_PACK.name} purchased" in t and f"+{SMALL_PACK.total_credits}" in t for t in texts), texts
+    assert any("AI generation" in t and "capture" in t and f"\N{MINUS SIGN}{cost}" in t for t in texts), texts
+
+    # CSV export: a real download with a header and the same entries.
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Export CSV").click()
+    download = info.value
+    assert re.fullmatch(r"credits-.+-\d{8}\.csv", download.suggested_filename), download.suggested_filename
+    table = list(csv.DictReader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+    assert table, "the CSV has no rows"
+    assert list(table[0]) == [
+        "id",
+        "created_at",
+        "kind",
+        "description",
+        "feature",
+        "amount",
+        "balance_after",
+        "held_change",
+        "actor",
+    ]
+    entries = {(row["kind"], row["description"], int(row["amount"])) for row in table}
+    assert ("grant", "Free plan credits", FREE_CREDITS) in entries, entries
+    assert ("grant", f"{SMALL_PACK.name} purchased", SMALL_PACK.total_credits) in entries, entries
+    assert ("capture", "AI generation", -cost) in entries, entries
+    assert any(row["kind"] == "capture" and row["feature"] == "ai_generation" for row in table)
+
+
+# 2. Keyboard only ------------------------------------------------------------------------------------
+
+
+def test_keyboard_only_log_in_open_close_dialog_and_buy(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    email = make_account(live_server)
+    page.goto("/auth/login")
+    tab_to(page, "input#email")
+    page.keyboard.type(email)
+    tab_to(page, "input#password", limit=2)
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/dashboard")
+    assert stat(page, "purchased-credits") == 0
+
+    opener = '.page-actions [data-dialog-open="buy-credits"]'
+    tab_to(page, opener)
+    page.keyboard.press("Enter")
+    page.locator("dialog#buy-credits[open]").wait_for()
+    assert focus_is_inside(page, "dialog#buy-credits"), "focus did not move into the dialog"
+
+    page.keyboard.press("Escape")
+    page.locator("dialog#buy-credits").wait_for(state="hidden")
+    assert not page.evaluate("() => document.getElementById('buy-credits').open")
+    assert page.evaluate("s => document.activeElement === document.querySelector(s)", opener), (
+        "focus did not return to the Buy credits button"
+    )
+
+    page.keyboard.press("Enter")
+    page.locator("dialog#buy-credits[open]").wait_for()
+    tab_to(page, f'dialog#buy-credits button[aria-label^="Buy the {SMALL_PACK.name}"]', limit=5)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/billing/test-checkout/**")
+    tab_to(page, "form:has(input[name=action][value=pay]) button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/billing/success?session_id=cs_*")
+    tab_to(page, "main a[href$='/dashboard']")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/dashboard")
+    assert stat(page, "purchased-credits") == SMALL_PACK.total_credits
+    assert stat(page, "plan-credits") == FREE_CREDITS
+
+
+# 3. Reach: 375 px, labels, dark mode, contrast ------------------------------------------------------
+
+UNLABELLED_FIELDS = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.type !== 'hidden' && el.checkVisibility({visibilityProperty: true}))
+  .filter(el => {
+    const byFor = el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+    const named = (id) => { const n = document.getElementById(id); return n && n.textContent.trim(); };
+    const byIds = (el.getAttribute('aria-labelledby') || '').split(/\\s+/).filter(Boolean).some(named);
+    const label = (byFor && byFor.textContent.trim()) || el.closest('label') || byIds
+      || (el.getAttribute('aria-label') || '').trim();
+    return !label;
+  })
+  .map(el => el.outerHTML.slice(0, 160))"""
+
+OVERFLOW = """() => {
+  const width = window.innerWidth;
+  const wide = [...document.querySelectorAll('body *')]
+    .filter(el => el.checkVisibility() && !el.closest('.table-wrap, pre, .code, dialog:not([open])'))
+    .filter(el => el.getBoundingClientRect().right > width + 0.5)
+    .slice(0, 5)
+    .map(el => `${el.tagName.toLowerCase()}.${[...el.classList].join('.')} right=${el.getBoundingClientRect().right}`);
+  return {scrollWidth: document.documentElement.scrollWidth, innerWidth: width, wide};
+}"""
+
+# WCAG 2.x relative luminance and contrast ratio, measured on the rendered page: every visible element
+# with text of its own, its text colour (with opacity) over the first opaque background found walking
+# up the tree (semi-transparent ones composited on the way).
+CONTRAST = """() => {
+  const parse = (value) => {
+    let m = value.match(/^rgba?\\(([^)]+)\\)$/);
+    if (m) {
+      const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    }
+    m = value.match(/^color\\(srgb ([^)]+)\\)$/);
+    if (m) {
+      const p = m[1].split(/[\\s\\/]+/).filter(Boolean).map(Number);
+      return [p[0] * 255, p[1] * 255, p[2] * 255, p.length > 3 ? p[3] : 1];
+    }
+    return null;
+  };
+  const over = (top, bottom) => {
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]);
+  };
+  const luminance = (c) => {
+    const [r, g, b] = c.slice(0, 3).map(v => {
+      v /= 255;
+      return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const ratio = (a, b) => {
+    const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+    return (hi + 0.05) / (lo + 0.05);
+  };
+  const background = (el) => {
+    const layers = [];
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const style = getComputedStyle(node);
+      if (style.backgroundImage && style.backgroundImage !== 'none' && !node.matches('select')) return null;
+      const c = parse(style.backgroundColor);
+      if (c && c[3] > 0) {
+        layers.push(c);
+        if (c[3] >= 1) break;
+      }
+    }
+    let result = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) result = over(layer, result);
+    return result;
+  };
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + [...el.classList].map(c => '.' + c).join('');
+  const describe = (el) => name(el) + (el.parentElement ? ' in ' + name(el.parentElement) : '');
+  const results = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg, script, style, [aria-disabled="true"], :disabled')) continue;
+    const text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+    if (!text || !el.checkVisibility({opacityProperty: true, visibilityProperty: true})) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width <= 1 || box.height <= 1) continue;
+    const style = getComputedStyle(el);
+    const fg = parse(style.color);
+    const bg = background(el);
+    if (!fg || !bg) continue;
+    let opacity = 1;
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      opacity *= Number(getComputedStyle(node).opacity);
+    }
+    const colour = over([fg[0], fg[1], fg[2], fg[3] * opacity], bg);
+    const size = parseFloat(style.fontSize);
+    const weight = parseInt(style.fontWeight, 10);
+    const large = size >= 24 || (size >= 18.66 && weight >= 700);
+    results.push({
+      element: describe(el),
+      text: text.slice(0, 40),
+      ratio: Math.round(ratio(colour, bg) * 100) / 100,
+      required: large ? 3 : 4.5,
+      color: style.color,
+      background: `rgb(${bg.slice(0, 3).map(Math.round).join(' ')})`,
+      classes: [el, ...(el.parentElement ? [el.parentElement] : [])].map(n => n.className).join(' '),
+      tag: el.tagName.toLowerCase(),
+      nav: !!el.closest('.nav-links'),
+    });
+  }
+  return results;
+}"""
+
+# The kinds of text the issue names; each must have been measured at least once in each scheme.
+MEASURED_KINDS = {
+    "body text": lambda r: r["tag"] in {"p", "h1", "h2", "td", "li", "span", "strong", "label"},
+    ".muted": lambda r: "muted" in r["classes"].split(),
+    ".btn-primary": lambda r: "btn-primary" in r["classes"].split(),
+    "nav links": lambda r: r["nav"],
+    ".badge": lambda r: "badge" in r["classes"].split(),
+    ".alert": lambda r: "alert" in r["classes"].split(),
+}
+
+
+def settle(page) -> None:  # type: ignore[no-untyped-def]
+    """Wait for CSS transitions and animations (a scheme switch, the dialog opening) to finish."""
+    page.evaluate("() => Promise.all(document.getAnimations().map(a => a.finished.catch(() => null)))")
+
+
+def contrast_failures(page, scheme: str, seen: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    path = page.evaluate("() => location.pathname")
+    settle(page)
+    results = page.evaluate(CONTRAST)
+    seen.update(name for name, matches in MEASURED_KINDS.items() if any(matches(r) for r in results))
+    return [
+        f"{scheme} {path}: {r['element']} “{r['text']}” is {r['ratio']}:1 (needs {r['required']}:1), "
+        f"{r['color']} on {r['background']}"
+        for r in results
+        if r["ratio"] < r["required"]
+    ]
+
+
+def check_page(page, problems: list[str], seen: dict[str, set[str]]) -> None:  # type: ignore[no-untyped-def]
+    """Labels, contrast in light and dark, and no sideways scrolling at 375 px, on the current page."""
+    path = page.evaluate("() => location.pathname")
+    problems.extend(f"{path}: input without a label: {html}" for html in page.evaluate(UNLABELLED_FIELDS))
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        problems.extend(contrast_failures(page, scheme, seen[scheme]))
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate(OVERFLOW)
+    if overflow["scrollWidth"] > overflow["innerWidth"]:
+        problems.append(f"{path}: {overflow['scrollWidth']} px wide at {overflow['innerWidth']} px: {overflow['wide']}")
+    page.set_viewport_size(DESKTOP)
+
+
+def test_reach_375px_labels_dark_mode_and_contrast(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    # 60 of 100 plan credits spent: the dashboard shows its low-balance warning.
+    email = make_account(live_server, spend=60)
+    problems: list[str] = []
+    seen: dict[str, set[str]] = {"light": set(), "dark": set()}
+
+    # A wrong password puts an error alert on the log-in page.
+    page.goto("/auth/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("alert").wait_for()
+    check_page(page, problems, seen)
+    page.goto("/auth/signup")
+    check_page(page, problems, seen)
+    log_in(page, email)
+
+    page.get_by_text("Your balance is low").wait_for()
+    for path in ("/dashboard", "/credits/history", "/billing", "/team/members"):
+        page.goto(path)
+        check_page(page, problems, seen)
+    page.goto("/generate")
+    page.get_by_label("Prompt").fill("Reach test")
+    page.get_by_role("button", name=re.compile(r"^Generate")).click()
+    page.get_by_test_id("output").wait_for()
+    check_page(page, problems, seen)
+
+    # The dialog, the test checkout and the success page.
+    page.goto("/dashboard")
+    page.locator('.page-actions [data-dialog-open="buy-credits"]').click()
+    page.locator("dialog#buy-credits[open]").wait_for()
+    check_page(page, problems, seen)
+    page.locator("dialog#buy-credits").get_by_role("button", name=re.compile(rf"Buy the {SMALL_PACK.name}")).click()
+    page.wait_for_url("**/billing/test-checkout/**")
+    check_page(page, problems, seen)
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    page.wait_for_url("**/billing/success?session_id=cs_*")
+    check_page(page, problems, seen)
+
+    # Dark mode follows the system setting.
+    page.goto("/dashboard")
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        backgrounds[scheme] = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert backgrounds["light"] != backgrounds["dark"], backgrounds
+
+    for scheme in ("light", "dark"):
+        missing = set(MEASURED_KINDS) - seen[scheme]
+        assert not missing, f"{scheme}: no {sorted(missing)} measured: the contrast check lost its targets"
+    assert not problems, "Reach problems:\n" + "\n".join(problems)
+
+
+# 4. Screenshots, every run -----------------------------------------------------------------------------
+
+
+def test_dashboard_screenshots(page, live_server: LiveServer, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """Dashboard in light and dark, 1280 and 375 px wide, under artifacts/screenshots/ (git-ignored)."""
+    email = make_account(live_server, purchased=SMALL_PACK.total_credits, spend=35)
+    log_in(page, email)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for name, size in (("desktop", DESKTOP), ("375px", PHONE)):
+            page.set_viewport_size(size)
+            page.goto("/dashboard")
+            path = SCREENSHOTS / f"dashboard-{scheme}-{name}-{backend}.png"
+            page.screenshot(path=str(path), full_page=True, animations="disabled")
+            saved.append(path)
+    assert all(path.stat().st_size > 10_000 for path in saved), saved
