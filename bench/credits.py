@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg2  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import psycopg2
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from starter import create_app, credits  # noqa: E402
-from starter.config import normalise_database_url  # noqa: E402
-from starter.extensions import db  # noqa: E402
-from starter.models import Team  # noqa: E402
+from starter import create_app, credits
+from starter.config import normalise_database_url
+from starter.extensions import db
+from starter.models import Team
 
 SPENDS_PER_THREAD = int(os.environ.get("BENCH_SPENDS", "400"))
 THREADS = 8
@@ -131,7 +131,10 @@ def driver_worker(url: str) -> Callable[[int, int], None]:
     def work(team_id: int, index: int) -> None:
         if parsed.get_backend_name() == "postgresql":
             connection = psycopg2.connect(
-                host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
+                host=parsed.host,
+                port=parsed.port,
+                user=parsed.username,
+                password=parsed.password,
                 dbname=parsed.database,
             )
             placeholder, now = "%s", None
@@ -183,8 +186,8 @@ def main() -> None:
             with admin.connect() as connection:
                 connection.execute(text("DROP DATABASE IF EXISTS starter_bench WITH (FORCE)"))
     print(f"\nSpends per second ({SPENDS_PER_THREAD} spends per thread; a spend is one short transaction)\n")
-    print(f"| database   | load                   | app spend/s | same SQL via driver/s | driver ÷ app |")
-    print(f"|------------|------------------------|------------:|----------------------:|-------------:|")
+    print("| database   | load                   | app spend/s | same SQL via driver/s | driver ÷ app |")
+    print("|------------|------------------------|------------:|----------------------:|-------------:|")
     for name, label, app_rate, raw_rate in results:
         print(f"| {name:<10} | {label:<22} | {app_rate:11.0f} | {raw_rate:21.0f} | {raw_rate / app_rate:11.2f}x |")
     if os.environ.get("BENCH_JSON"):

@@ -121,6 +121,9 @@ def make_app(database_url: str, **overrides: object) -> Flask:
         "SERVER_NAME": None,
         "BASE_URL": "http://localhost",
         "RATELIMIT_STORAGE_URI": "memory://",
+        # Passwords are hashed for real, with a low work factor: scrypt's ~0.1-0.3 s per hash is
+        # production's defence and would dominate the suite's run time.
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     }
     config.update(overrides)
     app = create_app(config)

@@ -48,9 +48,12 @@ def sync() -> list[tuple[str, str, str]]:
             stripe.products.update(product_id, params={"name": name})
             results.append((f"STRIPE_PRICE_{kind.upper()}_{code.upper()}", price.id, "unchanged"))
             continue
+        # Keyed on the price being replaced too: a key reused within Stripe's 24 hours would replay an
+        # earlier create (say, after the amount changed and changed back) instead of creating the price.
+        attempt = f"{lookup_key}:{amount}:{price.id if price is not None else 'new'}"
         product = stripe.products.create(
             params={"name": name, "metadata": {"kind": kind, "code": code}},
-            options={"idempotency_key": f"sync:product:{lookup_key}:{amount}"},
+            options={"idempotency_key": f"sync:product:{attempt}"},
         )
         params: Json = {
             "product": product.id,
@@ -62,7 +65,7 @@ def sync() -> list[tuple[str, str, str]]:
         }
         if recurring:
             params["recurring"] = {"interval": "month"}
-        created = stripe.prices.create(params=params, options={"idempotency_key": f"sync:price:{lookup_key}:{amount}"})
+        created = stripe.prices.create(params=params, options={"idempotency_key": f"sync:price:{attempt}"})
         if price is not None:
             stripe.prices.update(price.id, params={"active": False})
         results.append((f"STRIPE_PRICE_{kind.upper()}_{code.upper()}", created.id, "updated" if price else "created"))

@@ -100,12 +100,17 @@ def invoice_paid(invoice: Json, created: int) -> None:
         raise Ignored("the invoice's plan is not in the catalog")
     start, end = _timestamp(line["period"]["start"]), _timestamp(line["period"]["end"])
     now = utcnow()
+    # Only paid periods (their blocks name the invoice) can be newer: the free period's block starts at
+    # the sign-up instant, which a subscription begun in that same second precedes (Stripe counts seconds).
     newer = db.session.scalar(
         select(CreditBlock.id).where(
-            CreditBlock.team_id == team.id, CreditBlock.source == "plan", CreditBlock.period_start > start
+            CreditBlock.team_id == team.id,
+            CreditBlock.source == "plan",
+            CreditBlock.period_start > start,
+            CreditBlock.reference.is_not(None),
         )
     )
-    if end <= now or (newer is not None and team.plan_code != catalog.FREE_PLAN.code):
+    if end <= now or newer is not None:
         raise Ignored(f"the period {start:%Y-%m-%d} to {end:%Y-%m-%d} is over or older than the current one")
     # The new period replaces the old one: its unused plan credits end now (spent ones stay spent).
     old_blocks = db.session.scalars(

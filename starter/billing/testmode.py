@@ -82,6 +82,10 @@ def _period(start: datetime) -> tuple[int, int]:
 def pay(checkout: Json) -> str:
     """Complete a test checkout as a successful payment; returns the success URL."""
     params, session_id = checkout["params"], checkout["session_id"]
+    success_url = params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
+    completed = db.session.get(StripeEvent, _completed_event_id(session_id))
+    if completed is not None and completed.processed_at is not None:
+        return success_url  # paid already (a double submit): like Stripe, never a second subscription
     if params["mode"] == "payment":
         session = shapes.checkout_session(params, session_id, paid=True, payment_intent=f"pi_{session_id[3:]}")
         events = [shapes.event("checkout.session.completed", session, _completed_event_id(session_id))]
@@ -105,7 +109,7 @@ def pay(checkout: Json) -> str:
             shapes.event("invoice.paid", invoice),
         ]
     deliver(events)
-    return params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
+    return success_url
 
 
 def _current_subscription(team: Team, plan: catalog.Plan, *, new_period: bool, **changes: Any) -> Json:

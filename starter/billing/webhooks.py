@@ -97,6 +97,7 @@ def _apply(event: Json) -> Json:
         except IntegrityError:
             db.session.rollback()  # the twin committed first: it applied the event, this one is the duplicate
             return {"duplicate": True}
+    stored.error = None  # a redelivery that succeeds clears the failure an earlier attempt recorded
     handler = HANDLERS.get(event["type"])
     outcome: Json = {"handled": handler is not None}
     if handler is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
 
 from ... import catalog, plans
 from ...access import team_role_required
@@ -132,7 +133,7 @@ def test_checkout(token: str):  # type: ignore[no-untyped-def]
 def test_portal():  # type: ignore[no-untyped-def]
     _test_mode_only()
     form = TestPortalForm()
-    form.plan_code.choices = [(p.code, p.name) for p in catalog.PLANS.values() if not p.is_free]
+    form.plan_code.choices = [SelectChoice(p.code, p.name) for p in catalog.PLANS.values() if not p.is_free]
     if form.validate_on_submit():
         try:
             testmode.portal_action(g.team, form.action.data, form.plan_code.data)

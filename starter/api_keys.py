@@ -1,0 +1,105 @@
+"""Team API keys: shown once, stored as a hash, looked up by their visible prefix, revocable.
+
+A key reads ``cs_<8 hex>_<32 letters and digits>``: ``cs_<8 hex>`` is the prefix, stored as is,
+shown in the UI and used to find the key; the whole key is stored only as its SHA-256.
+
+Service functions change models and flush; the caller (a request or a CLI command) commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from .extensions import db
+from .models import ApiKey, utcnow
+
+KEY_PATTERN = re.compile(r"cs_[0-9a-f]{8}_[0-9A-Za-z]{32}")
+SECRET_ALPHABET = string.ascii_letters + string.digits
+# last_used_at is a hint for the UI ("used 3 minutes ago"), not an audit log: writing it at most
+# once a minute per key keeps a busy key from turning every API call into a row update.
+LAST_USED_PRECISION = timedelta(seconds=60)
+
+
+def hash_key(raw: str) -> str:
+    """SHA-256, not a password hash: the secret is 190 random bits, so there is no dictionary to try
+    and nothing for a slow hash to protect; a slow hash would only slow down every API call."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create(team_id: int, name: str, *, created_by_id: int | None = None) -> tuple[ApiKey, str]:
+    """A new key for the team: returns the stored key and the raw key, which is never shown again."""
+    name = (name or "").strip()[:120] or "API key"
+    while True:  # 2^32 prefixes: a collision is rare, but the column is unique, so pick another
+        prefix = f"cs_{secrets.token_hex(4)}"
+        if db.session.scalar(select(ApiKey.id).filter_by(prefix=prefix)) is None:
+            break
+    raw = f"{prefix}_{''.join(secrets.choice(SECRET_ALPHABET) for _ in range(32))}"
+    key = ApiKey(team_id=team_id, name=name, prefix=prefix, key_hash=hash_key(raw), created_by_id=created_by_id)
+    db.session.add(key)
+    db.session.flush()
+    return key, raw
+
+
+def prefix_of(raw: str | None) -> str | None:
+    """The prefix of a well-formed key (``cs_1a2b3c4d``), or None."""
+    if raw is None or not KEY_PATTERN.fullmatch(raw):
+        return None
+    return raw[:11]
+
+
+def authenticate(raw: str | None) -> ApiKey | None:
+    """The active (unrevoked) key ``raw`` names, else None. Follow with ``record_use``; the caller commits.
+
+    The lookup is by prefix, which is not secret; the secret part is checked by comparing hashes in
+    constant time, so response times do not reveal how much of a guess was right.
+    """
+    prefix = prefix_of(raw)
+    if prefix is None or raw is None:
+        return None
+    key = db.session.scalar(select(ApiKey).filter_by(prefix=prefix))
+    if key is None or not hmac.compare_digest(hash_key(raw), key.key_hash) or key.revoked_at is not None:
+        return None
+    return key
+
+
+def record_use(key: ApiKey, *, now: datetime | None = None) -> bool:
+    """Set ``last_used_at`` unless it is less than a minute old; True when a row was written.
+
+    The in-memory check skips the statement on most calls; the conditional UPDATE makes concurrent
+    requests of one key write once.
+    """
+    now = now or utcnow()
+    stale = now - LAST_USED_PRECISION
+    if key.last_used_at is not None and key.last_used_at >= stale:
+        return False
+    table = ApiKey.__table__
+    result = db.session.execute(
+        update(table)
+        .where(table.c.id == key.id, or_(table.c.last_used_at.is_(None), table.c.last_used_at < stale))
+        .values(last_used_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke(team_id: int, key_id: int, *, now: datetime | None = None) -> ApiKey | None:
+    """Revoke one of the team's keys (idempotent); None when the team has no such key."""
+    key = db.session.scalar(select(ApiKey).filter_by(id=key_id, team_id=team_id))
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = now or utcnow()
+        db.session.flush()
+    return key
+
+
+def team_keys(team_id: int, *, include_revoked: bool = True) -> list[ApiKey]:
+    """The team's keys, newest first."""
+    query = select(ApiKey).filter_by(team_id=team_id).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list(db.session.scalars(query))

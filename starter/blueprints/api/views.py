@@ -1,0 +1,274 @@
+"""The JSON API for the developer's own backend: ``/api/v1/*``, authenticated by a team API key.
+
+Thin: read and check the request, call the ledger, commit, answer. Each call is one transaction; a
+``CreditError`` rolls it back and becomes its JSON error. Only ``Authorization: Bearer <key>``
+authenticates: a browser's session cookie never does, so the API needs no CSRF token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask_limiter.util import get_remote_address
+from sqlalchemy import and_, or_, select
+from werkzeug.exceptions import HTTPException
+
+from ... import api_keys, credits
+from ...extensions import csrf, db, limiter
+from ...models import LedgerEntry, utcnow
+from . import openapi, schemas
+from .schemas import ApiError, invalid
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)  # no cookie authenticates here, so there is no session for a forged form to ride on
+
+API_ACTOR = credits.Actor("api", None)
+SPEND_FIELDS = frozenset({"amount", "feature", "description", "idempotency_key", "metadata"})
+HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "idempotency_key", "metadata"})
+CAPTURE_FIELDS = frozenset({"amount", "idempotency_key"})
+RELEASE_FIELDS = frozenset({"idempotency_key"})
+PUBLIC_ENDPOINTS = {"api.openapi_document"}
+CLIENT = "starter.api_client"
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    429: "rate_limited",
+}
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """Who is calling: plain values, so they outlive the transaction that looked the key up."""
+
+    key_id: int
+    team_id: int
+    prefix: str
+
+
+def current_client() -> ApiClient | None:
+    """The caller's key, looked up once per request (the rate limiter asks first).
+
+    Kept in the WSGI environ, which belongs to this request alone, rather than in ``g``, which
+    lives as long as the app context and so can outlive a request (in tests and scripts).
+    """
+    environ = request.environ
+    if CLIENT not in environ:
+        environ[CLIENT] = _authenticate()
+    return environ[CLIENT]
+
+
+def _authenticate() -> ApiClient | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    key = api_keys.authenticate(token.strip())
+    if key is None:
+        return None
+    client = ApiClient(key.id, key.team_id, key.prefix)
+    if api_keys.record_use(key):
+        db.session.commit()  # at most once a minute per key; kept apart from the call's own transaction
+    return client
+
+
+def rate_limit_key() -> str:
+    """Limits count per API key; requests without a valid key count per address."""
+    client = current_client()
+    return f"api-key:{client.prefix}" if client else f"ip:{get_remote_address()}"
+
+
+# One budget per key across every endpoint (a plain blueprint limit would count each route apart).
+limiter.shared_limit(
+    lambda: current_app.config["API_RATE_LIMIT"],
+    scope="api",
+    key_func=rate_limit_key,
+    exempt_when=lambda: request.endpoint in PUBLIC_ENDPOINTS,
+)(bp)
+
+
+@bp.before_request
+def require_api_key() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    if current_client() is None:
+        bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "Invalid or revoked API key." if bearer else "Send an API key: Authorization: Bearer <key>.",
+            headers={"WWW-Authenticate": 'Bearer realm="api"' + (', error="invalid_token"' if bearer else "")},
+        )
+
+
+def team_id() -> int:
+    client = current_client()
+    assert client is not None  # require_api_key ran
+    return client.team_id
+
+
+@bp.after_request
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- endpoints ------------------------------------------------------------------------------------
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document())
+
+
+@bp.get("/balance")
+def balance() -> Response:
+    return jsonify(schemas.balance_json(credits.balance(team_id())))
+
+
+@bp.post("/spend")
+def spend() -> tuple[Response, int]:
+    body = schemas.json_body(SPEND_FIELDS)
+    key = schemas.idempotency_key(body)
+    now = utcnow()
+    feature = schemas.text(body, "feature", schemas.MAX_FEATURE)
+    receipt = credits.spend(
+        team_id(),
+        body.get("amount"),
+        key=key,
+        feature=feature,
+        actor=API_ACTOR,
+        description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
+        meta=schemas.metadata(body),
+        now=now,
+    )
+    feature, created_at = receipt_details(receipt, feature, now)
+    db.session.commit()
+    return jsonify(schemas.spend_json(receipt, feature=feature, created_at=created_at)), (
+        200 if receipt.replayed else 201
+    )
+
+
+def receipt_details(receipt: credits.Receipt, feature: str | None, now: datetime) -> tuple[str | None, datetime]:
+    """(feature, created_at) of the entry: what this call wrote, or for a replay what the first call wrote."""
+    if not receipt.replayed:
+        return feature, now
+    row = db.session.execute(
+        select(LedgerEntry.feature, LedgerEntry.created_at).where(LedgerEntry.id == receipt.entry_id)
+    ).one()
+    return row.feature, row.created_at
+
+
+@bp.post("/holds")
+def create_hold() -> tuple[Response, int]:
+    body = schemas.json_body(HOLD_FIELDS)
+    key = schemas.idempotency_key(body)
+    result = credits.hold(
+        team_id(),
+        body.get("amount"),
+        key=key,
+        feature=schemas.text(body, "feature", schemas.MAX_FEATURE),
+        ttl_seconds=body.get("ttl_seconds", current_app.config["HOLD_TTL_SECONDS"]),
+        actor=API_ACTOR,
+        description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
+        meta=schemas.metadata(body),
+    )
+    db.session.commit()
+    return jsonify(schemas.hold_json(result)), 200 if result.replayed else 201
+
+
+@bp.post("/holds/<int:hold_id>/capture")
+def capture_hold(hold_id: int) -> Response:
+    body = schemas.json_body(CAPTURE_FIELDS)
+    key = schemas.idempotency_key(body)
+    if "amount" not in body:
+        raise invalid("amount is required: the credits the work cost, 0 up to the held amount.", "amount")
+    if not schemas.hold_id_in_range(hold_id):
+        raise credits.HoldNotFound("No such hold.")
+    result = credits.capture(team_id(), hold_id, body["amount"], key=key, actor=API_ACTOR)
+    db.session.commit()
+    return jsonify(schemas.hold_json(result))
+
+
+@bp.post("/holds/<int:hold_id>/release")
+def release_hold(hold_id: int) -> Response:
+    body = schemas.json_body(RELEASE_FIELDS)
+    key = schemas.idempotency_key(body)
+    if not schemas.hold_id_in_range(hold_id):
+        raise credits.HoldNotFound("No such hold.")
+    result = credits.release(team_id(), hold_id, key=key, actor=API_ACTOR)
+    db.session.commit()
+    return jsonify(schemas.hold_json(result))
+
+
+@bp.get("/ledger")
+def ledger() -> Response:
+    """Newest first, keyset-paginated over (created_at, id): page 1,000 costs what page 1 does."""
+    query = schemas.ledger_query()
+    entries = LedgerEntry.__table__.c
+    conditions = [entries.team_id == team_id()]
+    if query["kind"]:
+        conditions.append(entries.kind == query["kind"])
+    if query["feature"]:
+        conditions.append(entries.feature == query["feature"])
+    if query["since"]:
+        conditions.append(entries.created_at >= query["since"])
+    if query["until"]:
+        conditions.append(entries.created_at < query["until"])
+    if query["cursor"]:
+        at, entry_id = query["cursor"]
+        conditions.append(or_(entries.created_at < at, and_(entries.created_at == at, entries.id < entry_id)))
+    rows = list(
+        db.session.scalars(
+            select(LedgerEntry)
+            .where(*conditions)
+            .order_by(entries.created_at.desc(), entries.id.desc())
+            .limit(query["limit"] + 1)
+        )
+    )
+    page = rows[: query["limit"]]
+    next_cursor = schemas.encode_cursor(page[-1]) if len(rows) > query["limit"] else None
+    return jsonify({"data": [schemas.entry_json(entry) for entry in page], "next_cursor": next_cursor})
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def error_json(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[Response, int, dict[str, str]]:
+    return jsonify({"error": {"code": code, "message": message, **(details or {})}}), status, headers or {}
+
+
+@bp.errorhandler(ApiError)
+def api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
+    db.session.rollback()
+    return error_json(error.status, error.code, error.message, error.details, error.headers)
+
+
+@bp.errorhandler(credits.CreditError)
+def credit_error(error: credits.CreditError) -> tuple[Response, int, dict[str, str]]:
+    db.session.rollback()
+    return error_json(error.status, error.code, str(error), error.details())
+
+
+@bp.errorhandler(HTTPException)
+def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
+    db.session.rollback()
+    status = error.code or 500
+    if status >= 500:
+        current_app.logger.exception("Server error on %s %s", request.method, request.path)
+        return error_json(500, "internal_error", "Something went wrong on our side; nothing was changed.")
+    headers = {}
+    if status == 429:
+        limit = limiter.current_limit
+        retry_after = int(limit.reset_at - time.time()) if limit else 60
+        headers["Retry-After"] = str(max(1, retry_after))
+    code = HTTP_CODES.get(status, "invalid_request")
+    message = "Too many requests for this API key; retry after the Retry-After seconds." if status == 429 else None
+    return error_json(status, code, message or error.description or code, None, headers)

@@ -1,0 +1,347 @@
+"""Subscriptions, refunds and disputes through signed webhook events in today's shapes.
+
+A subscription's period lives on ``items.data[0]``; an invoice names its subscription under
+``parent.subscription_details`` and its service period on ``lines.data[0].period``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from starter import catalog, credits
+from starter.extensions import db
+from starter.models import CreditBlock, Purchase, Team
+from tests import billing_fixtures
+from tests.billing_fixtures import (
+    deliver,
+    entries,
+    plan_credits,
+    purchased,
+    real_stripe_config,
+    stored_event,
+)
+from tests.stripe_events import make_event
+from tests.stripe_standin import (
+    StripeStandIn,
+    make_charge,
+    make_checkout_session,
+    make_dispute,
+    make_invoice,
+    make_price,
+    make_subscription,
+    new_id,
+)
+
+DAY = 86400
+PRO, STARTER, MEDIUM = catalog.PLANS["pro"], catalog.PLANS["starter"], catalog.PACKS["medium"]
+
+# Fixtures of tests/billing_fixtures.py used here (pytest finds them by their function names).
+standin = billing_fixtures.standin
+
+
+@pytest.fixture
+def app_config(standin: StripeStandIn) -> dict[str, object]:
+    return real_stripe_config(standin)
+
+
+@pytest.fixture
+def team(make_user: Any) -> Team:
+    """A team that has been a Stripe customer since it signed up, on the free plan."""
+    team = db.session.get(Team, make_user("owner@example.com").current_team_id)
+    team.stripe_customer_id = "cus_teamcustomer1"
+    db.session.commit()
+    return team
+
+
+def at(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def subscription(team: Team, plan: catalog.Plan = PRO, start: int | None = None, **overrides: Any) -> dict[str, Any]:
+    start = int(time.time()) if start is None else start
+    price = make_price(plan.monthly_price_cents, id=f"price_{plan.code}")
+    metadata = {"team_id": str(team.id), "plan_code": plan.code}
+    return make_subscription(
+        team.stripe_customer_id, price=price, period_start=start, period_end=start + 30 * DAY, metadata=metadata,
+        **overrides,
+    )  # fmt: skip
+
+
+def invoice(sub: dict[str, Any], reason: str = "subscription_create", start: int | None = None, **overrides: Any):
+    """The invoice of ``sub``'s current period (or of the period starting at ``start``)."""
+    item = sub["items"]["data"][0]
+    begin = item["current_period_start"] if start is None else start
+    end = item["current_period_end"] if start is None else start + 30 * DAY
+    amount = item["price"]["unit_amount"]
+    return make_invoice(
+        sub["customer"], sub["id"], amount, begin, end, reason, price_id=item["price"]["id"],
+        subscription_item=item["id"], subscription_metadata=sub["metadata"], **overrides,
+    )  # fmt: skip
+
+
+def subscribe(client: Any, team: Team, plan: catalog.Plan = PRO, start: int | None = None) -> dict[str, Any]:
+    """What Stripe sends when a checkout starts a subscription: created, then the first invoice paid."""
+    sub = subscription(team, plan, start)
+    assert deliver(client, make_event("customer.subscription.created", sub)).status_code == 200
+    assert deliver(client, make_event("invoice.paid", invoice(sub))).status_code == 200
+    return sub
+
+
+def refresh(team: Team) -> Team:
+    db.session.expire_all()
+    return db.session.get(Team, team.id)
+
+
+# ---------------------------------------------------------------------------------- subscriptions
+
+
+def test_subscription_events_mirror_plan_status_and_period(client, team) -> None:
+    sub = subscription(team)
+    assert "current_period_end" not in sub  # today's shape: the period is on the item only
+    period_end = sub["items"]["data"][0]["current_period_end"]
+
+    assert deliver(client, make_event("customer.subscription.created", sub)).status_code == 200
+
+    team = refresh(team)
+    assert (team.plan_code, team.subscription_status, team.stripe_subscription_id) == ("pro", "active", sub["id"])
+    assert team.cancel_at_period_end is False
+    assert team.current_period_end == at(period_end)
+
+    cancelling = {**sub, "cancel_at_period_end": True}
+    assert deliver(client, make_event("customer.subscription.updated", cancelling)).status_code == 200
+
+    team = refresh(team)
+    assert team.cancel_at_period_end is True and team.plan_code == "pro"
+
+
+def test_invoice_paid_starts_the_period_once(client, team) -> None:
+    free_block = db.session.scalar(select(CreditBlock).where(CreditBlock.team_id == team.id))
+    sub = subscription(team, start=int(time.time()) - DAY)  # subscribed yesterday; the webhook is late
+    paid = invoice(sub)
+    end = sub["items"]["data"][0]["current_period_end"]
+
+    deliver(client, make_event("customer.subscription.created", sub))
+    first = deliver(client, make_event("invoice.paid", paid))
+    second = deliver(client, make_event("invoice.paid", paid))  # a second event for the same invoice
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert plan_credits(team.id) == PRO.monthly_credits
+    [grant] = [entry for entry in entries(team.id, "grant") if entry.meta.get("plan") == "pro"]
+    assert grant.amount == PRO.monthly_credits
+    block = db.session.get(CreditBlock, grant.block_id)
+    assert (block.expires_at, block.period_start, block.reference) == (at(end), at(end - 30 * DAY), paid["id"])
+    [expiry] = entries(team.id, "expire")  # what was left of the free period's credits
+    assert expiry.block_id == free_block.id and expiry.amount == -catalog.FREE_PLAN.monthly_credits
+    team = refresh(team)
+    assert (team.plan_code, team.current_period_end) == ("pro", at(end))
+    assert credits.verify() == []
+
+
+def test_a_subscription_started_the_second_the_team_signed_up_gets_its_credits(client, team) -> None:
+    # Stripe's periods are whole seconds: this one starts before the free period's exact sign-up instant.
+    start = int(team.current_period_start.timestamp())
+
+    subscribe(client, team, PRO, start=start)
+
+    assert plan_credits(team.id) == PRO.monthly_credits
+
+
+def test_a_renewal_expires_the_old_period_and_grants_the_new_one(client, team) -> None:
+    sub = subscribe(client, team, PRO, start=int(time.time()) - 29 * DAY)
+    spend = credits.spend(team.id, 1_000, key="work")  # plan credits are used first
+    db.session.commit()
+    renewal_start = sub["items"]["data"][0]["current_period_end"]
+
+    response = deliver(client, make_event("invoice.paid", invoice(sub, "subscription_cycle", start=renewal_start)))
+
+    assert response.status_code == 200 and spend.amount == -1_000
+    assert plan_credits(team.id) == PRO.monthly_credits
+    expired = entries(team.id, "expire")
+    assert expired[-1].amount == -(PRO.monthly_credits - 1_000)
+    assert refresh(team).current_period_end == at(renewal_start + 30 * DAY)
+    assert credits.verify() == []
+
+
+def test_an_older_subscription_event_does_not_overwrite_a_newer_one(client, team) -> None:
+    sub = subscription(team)
+    newer = make_event("customer.subscription.updated", {**sub, "cancel_at_period_end": True})
+    older = make_event("customer.subscription.created", {**sub, "status": "incomplete"}, created=newer["created"] - 60)
+
+    assert deliver(client, newer).status_code == 200
+    assert deliver(client, older).status_code == 200
+
+    team = refresh(team)
+    assert (team.subscription_status, team.cancel_at_period_end) == ("active", True)
+    assert stored_event(older["id"]).error.startswith("ignored")
+
+
+def test_an_older_invoice_after_a_newer_period_grants_nothing(client, team) -> None:
+    sub = subscription(team, start=int(time.time()) - 10 * DAY)
+    deliver(client, make_event("customer.subscription.created", sub))
+    upgrade = invoice(sub, "subscription_update", start=int(time.time()) - 60)
+    assert deliver(client, make_event("invoice.paid", upgrade)).status_code == 200
+
+    late = make_event("invoice.paid", invoice(sub))  # the first period's invoice, delivered last
+
+    assert deliver(client, late).status_code == 200
+    assert plan_credits(team.id) == PRO.monthly_credits
+    assert stored_event(late["id"]).error.startswith("ignored")
+
+
+def test_a_failed_invoice_payment_marks_the_team_past_due(client, team) -> None:
+    sub = subscribe(client, team)
+    renewal = invoice(sub, "subscription_cycle", start=sub["items"]["data"][0]["current_period_end"], status="open")
+
+    assert deliver(client, make_event("invoice.payment_failed", renewal)).status_code == 200
+
+    team = refresh(team)
+    assert team.subscription_status == "past_due" and team.plan_code == "pro"
+    assert plan_credits(team.id) == PRO.monthly_credits
+
+
+def test_a_deleted_subscription_puts_the_team_back_on_free(client, team) -> None:
+    # The team signed up 40 days ago, so the free period the cancellation lands in has had no grant yet.
+    team.period_anchor = datetime.now(UTC) - timedelta(days=40)
+    db.session.commit()
+    sub = subscribe(client, team, PRO, start=int(time.time()) - 29 * DAY)
+    ended = {**sub, "status": "canceled"}
+
+    assert deliver(client, make_event("customer.subscription.deleted", ended)).status_code == 200
+
+    team = refresh(team)
+    assert (team.plan_code, team.stripe_subscription_id, team.subscription_status) == ("free", None, "canceled")
+    assert team.cancel_at_period_end is False
+    free_grants = [entry for entry in entries(team.id, "grant") if entry.meta.get("plan") == "free"]
+    assert len(free_grants) == 2  # the sign-up's, and this period's
+    free_block = db.session.get(CreditBlock, free_grants[-1].block_id)
+    assert team.current_period_start == free_block.period_start <= datetime.now(UTC) < team.current_period_end
+    # The paid period's credits run until they expire; the free allowance comes on top.
+    assert plan_credits(team.id) == PRO.monthly_credits + catalog.FREE_PLAN.monthly_credits
+    assert credits.verify() == []
+
+
+# -------------------------------------------------------------------------------- refunds, disputes
+
+
+def buy(client: Any, team: Team, code: str = "medium") -> Purchase:
+    """A pack paid through Checkout and fulfilled by the webhook; returns its Purchase."""
+    pack = catalog.PACKS[code]
+    session = make_checkout_session(
+        mode="payment", status="complete", payment_status="paid", customer=team.stripe_customer_id,
+        amount_total=pack.price_cents, currency="usd", payment_intent=new_id("pi_"),
+        metadata={"team_id": str(team.id), "kind": "pack", "code": code, "user_id": "1"},
+    )  # fmt: skip
+    assert deliver(client, make_event("checkout.session.completed", session)).status_code == 200
+    return db.session.scalar(select(Purchase).where(Purchase.stripe_checkout_session_id == session["id"]))
+
+
+def refunded(client: Any, purchase: Purchase, amount_refunded: int, charge_id: str = "ch_paid1") -> Any:
+    charge = make_charge(purchase.stripe_payment_intent_id, purchase.amount_cents, amount_refunded, id=charge_id)
+    return deliver(client, make_event("charge.refunded", charge))
+
+
+def dispute(client: Any, purchase: Purchase, event_type: str, status: str) -> Any:
+    obj = make_dispute("ch_paid1", purchase.stripe_payment_intent_id, purchase.amount_cents, status, id="dp_1")
+    return deliver(client, make_event(event_type, obj))
+
+
+def test_a_full_refund_claws_back_the_pack(client, team) -> None:
+    purchase = buy(client, team)
+    assert purchased(team.id) == MEDIUM.total_credits
+
+    assert refunded(client, purchase, MEDIUM.price_cents).status_code == 200
+
+    assert purchased(team.id) == 0
+    [clawback] = entries(team.id, "clawback")
+    assert clawback.amount == -MEDIUM.total_credits and clawback.meta["shortfall"] == 0
+    db.session.refresh(purchase)
+    assert (purchase.status, purchase.refunded_cents) == ("refunded", MEDIUM.price_cents)
+    assert credits.verify() == []
+
+
+def test_a_partial_refund_claws_back_its_share(client, team) -> None:
+    purchase = buy(client, team)
+
+    refunded(client, purchase, MEDIUM.price_cents // 2)
+
+    assert purchased(team.id) == MEDIUM.total_credits // 2
+    db.session.refresh(purchase)
+    assert purchase.status == "partially_refunded"
+
+    refunded(client, purchase, MEDIUM.price_cents)  # the rest, later: cumulative amount_refunded
+
+    assert purchased(team.id) == 0
+    assert [entry.amount for entry in entries(team.id, "clawback")] == [-1_100, -1_100]
+
+
+def test_a_refund_after_spending_takes_what_remains_and_records_the_shortfall(client, team) -> None:
+    purchase = buy(client, team)
+    free = catalog.FREE_PLAN.monthly_credits
+    credits.spend(team.id, free + 2_000, key="big-job")  # the free credits first, then 2,000 purchased
+    db.session.commit()
+
+    refunded(client, purchase, MEDIUM.price_cents)
+
+    assert purchased(team.id) == 0
+    [clawback] = entries(team.id, "clawback")
+    assert clawback.amount == -200
+    assert (clawback.meta["requested"], clawback.meta["shortfall"]) == (MEDIUM.total_credits, 2_000)
+    assert credits.verify() == []
+
+
+def test_a_repeated_or_older_refund_event_takes_nothing_more(client, team) -> None:
+    purchase = buy(client, team)
+    refunded(client, purchase, MEDIUM.price_cents)
+
+    assert refunded(client, purchase, MEDIUM.price_cents).status_code == 200  # another event, same refund
+    assert refunded(client, purchase, MEDIUM.price_cents // 2).status_code == 200  # an older one, late
+
+    assert len(entries(team.id, "clawback")) == 1
+    assert credits.balance(team.id).total == catalog.FREE_PLAN.monthly_credits
+
+
+def test_a_refund_for_an_unknown_payment_is_ignored(client, team) -> None:
+    buy(client, team)
+    event = make_event("charge.refunded", make_charge("pi_unknown", 1_800, 1_800))
+
+    assert deliver(client, event).status_code == 200
+    assert purchased(team.id) == MEDIUM.total_credits
+    assert stored_event(event["id"]).error.startswith("ignored")
+
+
+def test_a_lost_dispute_takes_the_credits_back_once(client, team) -> None:
+    purchase = buy(client, team)
+
+    assert dispute(client, purchase, "charge.dispute.created", "needs_response").status_code == 200
+    assert purchased(team.id) == 0
+    assert dispute(client, purchase, "charge.dispute.closed", "lost").status_code == 200
+
+    assert purchased(team.id) == 0
+    assert [entry.amount for entry in entries(team.id, "clawback")] == [-MEDIUM.total_credits]
+    db.session.refresh(purchase)
+    assert purchase.status == "dispute_lost"
+
+
+def test_a_won_dispute_reinstates_exactly_what_was_taken(client, team) -> None:
+    purchase = buy(client, team)
+    credits.spend(team.id, catalog.FREE_PLAN.monthly_credits + 700, key="spent-some")
+    db.session.commit()
+    before = credits.balance(team.id).total
+
+    dispute(client, purchase, "charge.dispute.created", "needs_response")
+    assert credits.balance(team.id).total == before - 1_500
+    dispute(client, purchase, "charge.dispute.closed", "won")
+    dispute(client, purchase, "charge.dispute.closed", "won")  # a second delivery of the outcome
+
+    db.session.expire_all()
+    assert credits.balance(team.id).total == before
+    [reinstated] = [entry for entry in entries(team.id, "grant") if entry.meta.get("dispute") == "dp_1"]
+    assert reinstated.amount == 1_500
+    db.session.refresh(purchase)
+    assert purchase.status == "paid"
+    assert credits.verify() == []
