@@ -92,6 +92,8 @@ def _make_sqlite_writers_queue(engine: Any) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from .blueprints.admin.views import bp as admin_bp
+    from .blueprints.api.views import bp as api_bp
     from .blueprints.auth.views import bp as auth_bp
     from .blueprints.billing.views import bp as billing_bp
     from .blueprints.dashboard.views import bp as dashboard_bp
@@ -99,7 +101,7 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.teams.views import bp as teams_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, webhooks_bp):
+    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, webhooks_bp, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 
 

@@ -84,6 +84,26 @@ def billing_sync_command() -> None:
     click.echo("Put these lines in .env to make Checkout use the synced prices.")
 
 
+api_keys_cli = AppGroup("api-keys", help="Team API keys for the JSON API.")
+
+
+@api_keys_cli.command("create")
+@click.argument("team_ref", metavar="TEAM")
+@click.argument("name")
+def api_keys_create_command(team_ref: str, name: str) -> None:
+    """Create an API key named NAME for TEAM (id or slug) and print it: it is shown only this once."""
+    from . import api_keys
+
+    team = find_team(team_ref)
+    if team is None:
+        raise click.ClickException(f"No team {team_ref!r}.")
+    key, raw = api_keys.create(team.id, name)
+    db.session.commit()
+    click.echo(f"Created API key {key.prefix} ({key.name}) for {team.slug}. Copy it now; it is not shown again:")
+    click.echo(raw)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(credits_cli)
     app.cli.add_command(billing_cli)
+    app.cli.add_command(api_keys_cli)

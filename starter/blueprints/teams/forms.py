@@ -36,3 +36,7 @@ class RoleForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A POST with nothing but its CSRF token: remove, revoke, accept."""
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Key name", validators=[DataRequired(), Length(max=120)], description="e.g. Production backend")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from ... import accounts, mail, teams
+from ... import accounts, api_keys, mail, teams
 from ...access import team_role_required
 from ...extensions import db
-from .forms import ConfirmForm, InviteForm, RoleForm, SwitchTeamForm, TeamForm
+from .forms import ApiKeyForm, ConfirmForm, InviteForm, RoleForm, SwitchTeamForm, TeamForm
 
 bp = Blueprint("teams", __name__, url_prefix="/team")
 
@@ -142,3 +142,35 @@ def accept(token: str):  # type: ignore[no-untyped-def]
         return redirect(url_for("dashboard.index"))
     status = 403 if wrong_account else 200
     return render_template("teams/accept.html", invitation=invitation, form=form, wrong_account=wrong_account), status
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+@team_role_required("admin")
+def keys():  # type: ignore[no-untyped-def]
+    """The team's API keys; a new key is shown once, on the page that created it (never in a URL or flash)."""
+    form = ApiKeyForm()
+    created = None
+    if form.validate_on_submit():
+        key, raw = api_keys.create(g.team.id, form.name.data.strip(), created_by_id=current_user.id)
+        db.session.commit()
+        created = (key, raw)
+        form = ApiKeyForm(formdata=None)
+    response = render_template(
+        "teams/api_keys.html",
+        form=form,
+        keys=api_keys.team_keys(g.team.id),
+        created=created,
+        confirm_form=ConfirmForm(),
+    )
+    return (response, 201, {"Cache-Control": "no-store"}) if created else response
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+@team_role_required("admin")
+def revoke_key(key_id: int):  # type: ignore[no-untyped-def]
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    key = api_keys.revoke(g.team.id, key_id) or abort(404)
+    db.session.commit()
+    flash(f"Key {key.prefix} revoked: requests with it now get 401.", "info")
+    return redirect(url_for("teams.keys"))
