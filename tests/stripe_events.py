@@ -31,10 +31,18 @@ def _new_event_id() -> str:
     return "evt_" + "".join(secrets.choice(alphabet) for _ in range(24))
 
 
-def make_event(event_type: str, obj: Json, *, event_id: str | None = None, created: int | None = None,
-               previous_attributes: Json | None = None, api_version: str | None = None,
-               request_id: str | None = None, idempotency_key: str | None = None,
-               pending_webhooks: int = 1) -> Json:
+def make_event(
+    event_type: str,
+    obj: Json,
+    *,
+    event_id: str | None = None,
+    created: int | None = None,
+    previous_attributes: Json | None = None,
+    api_version: str | None = None,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+    pending_webhooks: int = 1,
+) -> Json:
     """An `event` object (fixture shape) carrying a deep copy of `obj` as `data.object`.
 
     `api_version` defaults to the installed SDK's pinned version (what an endpoint created by this SDK

@@ -39,9 +39,11 @@ def client(standin: StripeStandIn) -> stripe.StripeClient:
 
 
 def test_decode_form_nests_like_stripe() -> None:
-    body = ("mode=payment&metadata[team_id]=3&metadata[0]=zero&expand[0]=line_items&expand[1]=customer"
-            "&line_items[0][price_data][unit_amount]=500&line_items[0][price_data][product_data][name]=A+b"
-            "&line_items[0][quantity]=2&line_items[1][price]=price_1&lookup_keys[]=x&lookup_keys[]=y&empty=")
+    body = (
+        "mode=payment&metadata[team_id]=3&metadata[0]=zero&expand[0]=line_items&expand[1]=customer"
+        "&line_items[0][price_data][unit_amount]=500&line_items[0][price_data][product_data][name]=A+b"
+        "&line_items[0][quantity]=2&line_items[1][price]=price_1&lookup_keys[]=x&lookup_keys[]=y&empty="
+    )
     assert decode_form(body) == {
         "mode": "payment",
         "metadata": {"team_id": "3", "0": "zero"},
@@ -62,8 +64,7 @@ def test_deep_merge_merges_dicts_and_replaces_the_rest() -> None:
     assert base == {"a": {"b": 1, "c": [1]}, "d": 1}
 
 
-def test_customer_and_checkout_session_through_the_sdk(standin: StripeStandIn,
-                                                       client: stripe.StripeClient) -> None:
+def test_customer_and_checkout_session_through_the_sdk(standin: StripeStandIn, client: stripe.StripeClient) -> None:
     customer = client.v1.customers.create(params={"email": "a@example.com", "metadata": {"team_id": "3"}})
     assert customer.id.startswith("cus_") and customer.email == "a@example.com"
     assert customer.metadata["team_id"] == "3"
@@ -76,8 +77,12 @@ def test_customer_and_checkout_session_through_the_sdk(standin: StripeStandIn,
             "success_url": "http://app.test/ok?session_id={CHECKOUT_SESSION_ID}",
             "cancel_url": "http://app.test/cancel",
             "metadata": {"team_id": "3", "pack": "small"},
-            "line_items": [{"quantity": 2, "price_data": {
-                "currency": "usd", "unit_amount": 500, "product_data": {"name": "500 credits"}}}],
+            "line_items": [
+                {
+                    "quantity": 2,
+                    "price_data": {"currency": "usd", "unit_amount": 500, "product_data": {"name": "500 credits"}},
+                }
+            ],
         },
         options={"idempotency_key": "k1"},
     )
@@ -91,8 +96,12 @@ def test_customer_and_checkout_session_through_the_sdk(standin: StripeStandIn,
     rec = standin.last("POST", "/v1/checkout/sessions")
     assert rec.params["mode"] == "payment"
     assert rec.params["metadata"] == {"team_id": "3", "pack": "small"}
-    assert rec.params["line_items"] == [{"quantity": "2", "price_data": {
-        "currency": "usd", "unit_amount": "500", "product_data": {"name": "500 credits"}}}]
+    assert rec.params["line_items"] == [
+        {
+            "quantity": "2",
+            "price_data": {"currency": "usd", "unit_amount": "500", "product_data": {"name": "500 credits"}},
+        }
+    ]
     assert rec.header("Idempotency-Key") == rec.headers["Idempotency-Key"] == "k1"
     assert rec.header("Authorization") == "Bearer sk_test_x"
     assert rec.header("Stripe-Version") == stripe.api_version
@@ -110,8 +119,9 @@ def test_customer_and_checkout_session_through_the_sdk(standin: StripeStandIn,
     assert after.customer_details.email == "a@example.com"
 
 
-def test_idempotency_key_replays_and_rejects_different_params(standin: StripeStandIn,
-                                                              client: stripe.StripeClient) -> None:
+def test_idempotency_key_replays_and_rejects_different_params(
+    standin: StripeStandIn, client: stripe.StripeClient
+) -> None:
     first = client.v1.customers.create(params={"email": "x@example.com"}, options={"idempotency_key": "same"})
     second = client.v1.customers.create(params={"email": "x@example.com"}, options={"idempotency_key": "same"})
     assert first.id == second.id
@@ -121,15 +131,29 @@ def test_idempotency_key_replays_and_rejects_different_params(standin: StripeSta
     assert len([o for o in standin.objects.values() if o["object"] == "customer"]) == 1
 
 
-def test_subscription_checkout_completes_with_subscription_and_invoice(standin: StripeStandIn,
-                                                                       client: stripe.StripeClient) -> None:
+def test_subscription_checkout_completes_with_subscription_and_invoice(
+    standin: StripeStandIn, client: stripe.StripeClient
+) -> None:
     product = client.v1.products.create(params={"id": "plan_pro", "name": "Pro"})
-    price = client.v1.prices.create(params={"product": product.id, "unit_amount": 2900, "currency": "usd",
-                                            "recurring": {"interval": "month"}, "lookup_key": "pro_monthly"})
-    session = client.v1.checkout.sessions.create(params={
-        "mode": "subscription", "line_items": [{"price": price.id, "quantity": 1}],
-        "customer_email": "b@example.com", "subscription_data": {"metadata": {"team_id": "7", "plan": "pro"}},
-        "success_url": "http://app.test/ok", "cancel_url": "http://app.test/cancel"})
+    price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "unit_amount": 2900,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "lookup_key": "pro_monthly",
+        }
+    )
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "customer_email": "b@example.com",
+            "subscription_data": {"metadata": {"team_id": "7", "plan": "pro"}},
+            "success_url": "http://app.test/ok",
+            "cancel_url": "http://app.test/cancel",
+        }
+    )
     assert session.amount_total == 2900 and session.customer is None
 
     done = standin.complete_checkout(session.id)
@@ -153,8 +177,17 @@ def session_customer(standin: StripeStandIn, session: dict) -> str:
 
 def test_subscription_mode_needs_a_recurring_price(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError, match="recurring price"):
-        client.v1.checkout.sessions.create(params={"mode": "subscription", "line_items": [
-            {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}}}]})
+        client.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {"currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}},
+                    }
+                ],
+            }
+        )
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.checkout.sessions.create(params={"mode": "payment", "line_items": [{"price": "price_nope"}]})
     assert info.value.code == "resource_missing" and info.value.http_status == 400
@@ -166,14 +199,23 @@ def test_catalog_sync_endpoints(standin: StripeStandIn, client: stripe.StripeCli
     assert product.metadata.to_dict() == {"code": "credits", "v": "2"}
     assert client.v1.products.retrieve(product.id).description == "Buy credits"
 
-    old = client.v1.prices.create(params={"product": product.id, "unit_amount": 500, "currency": "usd",
-                                          "lookup_key": "credits_500"})
+    old = client.v1.prices.create(
+        params={"product": product.id, "unit_amount": 500, "currency": "usd", "lookup_key": "credits_500"}
+    )
     assert old.type == "one_time" and old.recurring is None and old.unit_amount_decimal == Decimal("500")
     with pytest.raises(stripe.InvalidRequestError, match="already uses that lookup key"):
-        client.v1.prices.create(params={"product": product.id, "unit_amount": 600, "currency": "usd",
-                                        "lookup_key": "credits_500"})
-    new = client.v1.prices.create(params={"product": product.id, "unit_amount": 600, "currency": "usd",
-                                          "lookup_key": "credits_500", "transfer_lookup_key": True})
+        client.v1.prices.create(
+            params={"product": product.id, "unit_amount": 600, "currency": "usd", "lookup_key": "credits_500"}
+        )
+    new = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "unit_amount": 600,
+            "currency": "usd",
+            "lookup_key": "credits_500",
+            "transfer_lookup_key": True,
+        }
+    )
     found = client.v1.prices.list(params={"lookup_keys": ["credits_500", "other"], "expand": ["data.product"]})
     assert [p.id for p in found.data] == [new.id] and found.data[0].product.name == "Credits"
     assert standin.last("GET", "/v1/prices").params["lookup_keys"] == ["credits_500", "other"]
@@ -187,7 +229,8 @@ def test_catalog_sync_endpoints(standin: StripeStandIn, client: stripe.StripeCli
 def test_billing_portal_session(standin: StripeStandIn, client: stripe.StripeClient) -> None:
     customer = standin.put(make_customer(email="c@example.com"))
     portal = client.v1.billing_portal.sessions.create(
-        params={"customer": customer["id"], "return_url": "http://app.test/billing"})
+        params={"customer": customer["id"], "return_url": "http://app.test/billing"}
+    )
     assert portal.customer == customer["id"] and portal.return_url == "http://app.test/billing"
     assert portal.url == f"{standin.url}/portal/{portal.id}"
     with pytest.raises(stripe.InvalidRequestError):
@@ -217,8 +260,7 @@ def test_factories_put_objects_the_sdk_can_read(standin: StripeStandIn, client: 
     assert overridden["livemode"] is True and overridden["items"]["data"][0]["price"]["id"] == "price_x"
 
 
-def test_unknown_objects_and_urls_are_stripe_shaped_404s(standin: StripeStandIn,
-                                                         client: stripe.StripeClient) -> None:
+def test_unknown_objects_and_urls_are_stripe_shaped_404s(standin: StripeStandIn, client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.checkout.sessions.retrieve("cs_test_nope")
     assert info.value.code == "resource_missing" and info.value.http_status == 404
@@ -232,15 +274,18 @@ def test_unknown_objects_and_urls_are_stripe_shaped_404s(standin: StripeStandIn,
 
 def test_fail_next_gives_api_error_then_recovers(standin: StripeStandIn, client: stripe.StripeClient) -> None:
     standin.fail_next("POST", "/v1/checkout/sessions")
-    params = {"mode": "payment", "line_items": [{"quantity": 1, "price_data": {
-        "currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}}}]}
+    params = {
+        "mode": "payment",
+        "line_items": [
+            {"quantity": 1, "price_data": {"currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}}}
+        ],
+    }
     with pytest.raises(stripe.APIError) as info:
         client.v1.checkout.sessions.create(params=params)
     assert info.value.http_status == 500 and info.value.error.type == "api_error"
     assert client.v1.checkout.sessions.create(params=params).status == "open"
 
-    retrying = stripe.StripeClient(api_key="sk_test_x", base_addresses={"api": standin.url},
-                                   max_network_retries=1)
+    retrying = stripe.StripeClient(api_key="sk_test_x", base_addresses={"api": standin.url}, max_network_retries=1)
     standin.fail_next("POST", "/v1/customers", 503)
     assert retrying.v1.customers.create(params={"email": "r@example.com"}).email == "r@example.com"
     attempts = standin.find("POST", "/v1/customers")
@@ -274,8 +319,14 @@ def test_signed_event_verifies_with_the_sdk() -> None:
 
 
 def test_event_previous_attributes_and_fixed_fields() -> None:
-    event = make_event("customer.subscription.updated", {"id": "sub_1", "status": "active"}, event_id="evt_1",
-                       created=123, previous_attributes={"status": "past_due"}, api_version="2025-01-01")
+    event = make_event(
+        "customer.subscription.updated",
+        {"id": "sub_1", "status": "active"},
+        event_id="evt_1",
+        created=123,
+        previous_attributes={"status": "past_due"},
+        api_version="2025-01-01",
+    )
     assert (event["id"], event["created"], event["api_version"]) == ("evt_1", 123, "2025-01-01")
     assert event["data"]["previous_attributes"] == {"status": "past_due"}
     body, headers = signed_request(event, SECRET, timestamp=1_700_000_000)
