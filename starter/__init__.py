@@ -26,10 +26,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_template_helpers(app)
     register_commands(app)
+    start_scheduler(app)
     return app
 
 
 def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
+    # Before anything logs: otherwise Flask attaches its own handler first and lines print twice.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(settings.from_environment(app.instance_path))
@@ -38,7 +41,6 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
         app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def register_extensions(app: Flask) -> None:
@@ -159,3 +161,10 @@ def register_commands(app: Flask) -> None:
     from .cli import register
 
     register(app)
+
+
+def start_scheduler(app: Flask) -> None:
+    """The monthly-credits jobs, in serving processes only: never in tests, CLI commands or the reloader's watcher."""
+    from .scheduler import init_app
+
+    init_app(app)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import or_, select
 
-from . import credits
+from . import credits, scheduler
 from .extensions import db
 from .models import Team
 
@@ -82,6 +84,36 @@ def billing_sync_command() -> None:
     for setting, price_id, what in results:
         click.echo(f"{setting}={price_id}  # {what}")
     click.echo("Put these lines in .env to make Checkout use the synced prices.")
+
+
+class IsoDateTime(click.ParamType):
+    """An ISO 8601 date or date-time; one without a time zone is taken as UTC."""
+
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO 8601 date or time, e.g. 2026-03-31T12:00:00Z.", param, ctx)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@credits_cli.command("grant-due")
+@click.option("--now", type=IsoDateTime(), default=None, help="Act as if it were this time (UTC unless stated).")
+def grant_due_command(now: datetime | None) -> None:
+    """Run the scheduler's due work once: roll over free teams, expire credits, flag lapsed paid plans, release holds.
+
+    For cron deployments (with SCHEDULER_ENABLED=false on the web workers) and to simulate a date.
+    Exit 1 when a batch failed (it is logged; the next run retries it).
+    """
+    summary = scheduler.run_due_work(current_app._get_current_object(), now)  # type: ignore[attr-defined]
+    click.echo(summary.describe())
+    if summary.failed_batches:
+        sys.exit(1)
 
 
 api_keys_cli = AppGroup("api-keys", help="Team API keys for the JSON API.")

@@ -6,9 +6,12 @@ job and by Stripe's ``invoice.paid``. The caller commits.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
 
 from . import catalog, credits
+from .extensions import db
 from .models import Team, utcnow
 from .periods import period_containing
 
@@ -56,3 +59,30 @@ def start_free_period(team: Team, now: datetime | None = None) -> credits.Receip
     now = now or utcnow()
     start, end = period_containing(team.period_anchor, now)
     return start_period(team, start, end, catalog.FREE_PLAN, now=now)
+
+
+def flag_lapsed_paid_periods(now: datetime, *, grace: timedelta, limit: int = 500) -> int:
+    """Mark past-due up to ``limit`` active/trialing paid teams whose period ended over ``grace`` ago.
+
+    Paid periods start only with Stripe's ``invoice.paid``; a team still in an ended period after the
+    grace has not paid (or its webhook is lost). Returns how many were flagged; the caller commits
+    and calls again while it returns ``limit``.
+    """
+    lapsed = (
+        select(Team.id)
+        .where(
+            Team.plan_code != catalog.FREE_PLAN.code,
+            Team.current_period_end <= now - grace,
+            Team.subscription_status.in_(("active", "trialing")),
+            Team.cancel_at_period_end.is_(False),  # ending, not unpaid: Stripe's deletion moves it to free
+        )
+        .order_by(Team.id)
+        .limit(limit)
+    )
+    result = db.session.execute(
+        update(Team)
+        .where(Team.id.in_(lapsed))
+        .values(subscription_status="past_due")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount

@@ -14,13 +14,22 @@ their expiry.
     credits.spend(team.id, feature="ai_generation", key=request_key, actor=credits.Actor("user", user.id))
 
 Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entry write), ``ledger``
-(grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history) and
-``verify`` (the invariants ``flask credits verify`` checks).
+(grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history),
+``rollover`` (the monthly job's bulk rollover and expiry) and ``verify`` (the invariants
+``flask credits verify`` checks).
 """
 
 from .holds import capture, hold, release, release_expired_holds
 from .ledger import adjust, clawback, expire_block, expire_due, grant, open_account, spend
 from .queries import Balance, Quote, balance, quote
+from .rollover import (
+    RolloverResult,
+    due_block_team_ids,
+    due_free_team_ids,
+    expire_due_blocks,
+    roll_over_free_teams,
+    roll_over_team,
+)
 from .rules import (
     MAX_AMOUNT,
     SYSTEM,
@@ -54,19 +63,25 @@ __all__ = [
     "Problem",
     "Quote",
     "Receipt",
+    "RolloverResult",
     "UnknownFeature",
     "adjust",
     "balance",
     "capture",
     "clawback",
+    "due_block_team_ids",
+    "due_free_team_ids",
     "expire_block",
     "expire_due",
+    "expire_due_blocks",
     "grant",
     "hold",
     "open_account",
     "quote",
     "release",
     "release_expired_holds",
+    "roll_over_free_teams",
+    "roll_over_team",
     "spend",
     "verify",
 ]
