@@ -15,14 +15,13 @@ from sqlalchemy import event, func, select
 
 from starter import api_keys, credits
 from starter.extensions import db
-from starter.models import ApiKey, LedgerEntry, Team, utcnow
+from starter.models import ApiKey, LedgerEntry, utcnow
+
+from .factories import ledger_team
 
 
 def new_team(slug: str, purchased: int = 1_000) -> int:
-    team = Team(name=slug.title(), slug=slug)
-    db.session.add(team)
-    db.session.flush()
-    credits.open_account(team)
+    team = ledger_team(slug)
     if purchased:
         credits.grant(team.id, purchased, source="purchase", key="pack")
     db.session.commit()

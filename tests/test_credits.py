@@ -12,18 +12,15 @@ from starter.cli import credits_cli
 from starter.extensions import db
 from starter.models import CreditBalance, CreditBlock, Hold, LedgerEntry, Team
 
+from .factories import ledger_team
+
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def team(app) -> Team:
     """A team with an empty credit account (no free-plan grant), for exact arithmetic."""
-    team = Team(name="Ledger", slug="ledger")
-    db.session.add(team)
-    db.session.flush()
-    credits.open_account(team)
-    db.session.commit()
-    return team
+    return ledger_team("ledger")
 
 
 def grant(team, amount, key, **kwargs):
@@ -186,10 +183,7 @@ def test_the_same_key_with_other_parameters_is_a_conflict(team):
 
 
 def test_keys_are_unique_per_team_not_globally(team):
-    other = Team(name="Other", slug="other")
-    db.session.add(other)
-    db.session.flush()
-    credits.open_account(other)
+    other = ledger_team("other")
     grant(team, 10, "same-key")
     assert not grant(other, 10, "same-key").replayed
 
@@ -285,10 +279,7 @@ def test_release_returns_everything_and_a_closed_hold_cannot_be_reused(team):
 
 
 def test_another_teams_hold_is_not_found(team):
-    other = Team(name="Other", slug="other")
-    db.session.add(other)
-    db.session.flush()
-    credits.open_account(other)
+    other = ledger_team("other")
     grant(team, 100, "g")
     held = credits.hold(team.id, 30, key="h", now=NOW)
     with pytest.raises(credits.HoldNotFound):

@@ -16,7 +16,9 @@ from sqlalchemy import func, select
 
 from starter import credits
 from starter.extensions import db
-from starter.models import LedgerEntry, Team, utcnow
+from starter.models import LedgerEntry, utcnow
+
+from .factories import ledger_team
 
 
 @pytest.fixture
@@ -26,12 +28,7 @@ def app_config():
 
 @pytest.fixture
 def team(app) -> int:
-    team = Team(name="Race", slug="race")
-    db.session.add(team)
-    db.session.flush()
-    credits.open_account(team)
-    db.session.commit()
-    return team.id
+    return ledger_team("race").id
 
 
 def in_thread(app, operation):
@@ -130,10 +127,7 @@ def test_concurrent_capture_and_release_of_a_hold_one_wins(app, team):
 
 @pytest.mark.postgres
 def test_spends_on_different_teams_do_not_block_each_other(app, team):
-    other = Team(name="Other", slug="other")
-    db.session.add(other)
-    db.session.flush()
-    credits.open_account(other)
+    other = ledger_team("other")
     for team_id in (team, other.id):
         credits.grant(team_id, 100, source="purchase", key="pack")
     db.session.commit()

@@ -17,7 +17,9 @@ from sqlalchemy import event, select
 
 from starter import credits
 from starter.extensions import db
-from starter.models import Hold, Team
+from starter.models import Hold
+
+from .factories import ledger_team
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ids = itertools.count(1)
@@ -38,12 +40,7 @@ class ModelBlock:
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        team = Team(name="Model", slug=f"model-{next(ids)}")
-        db.session.add(team)
-        db.session.flush()
-        credits.open_account(team)
-        db.session.commit()
-        self.team = team.id
+        self.team = ledger_team(f"model-{next(ids)}").id
         self.now = START
         self.blocks: list[ModelBlock] = []
         self.holds: dict[int, tuple[datetime, list[tuple[ModelBlock, int]]]] = {}
@@ -203,10 +200,7 @@ def test_a_spend_from_one_block_is_seven_statements(app):
     1 lock the balance row, 2 look up the idempotency key, 3 read the spendable blocks,
     4 update the block, 5 update the cached balance, 6 insert the entry, 7 insert its allocation.
     """
-    team = Team(name="Budget", slug="budget")
-    db.session.add(team)
-    db.session.flush()
-    credits.open_account(team)
+    team = ledger_team("budget")
     credits.grant(team.id, 100, source="purchase", key="g")
     team_id = team.id
     db.session.commit()

@@ -18,12 +18,18 @@ USAGE_KINDS = ("spend", "capture")
 class Filters:
     kind: str | None = None
     feature: str | None = None
-    since: date | None = None  # inclusive, a UTC day
-    until: date | None = None  # inclusive, a UTC day
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
 
 
-def _start_of(day: date) -> datetime:
+def start_of(day: date) -> datetime:
+    """Midnight UTC at the start of ``day``."""
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def days(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
+    """Whole UTC days, both inclusive, as the [since, until) bounds ``Filters`` takes."""
+    return (start_of(since) if since else None, start_of(until + timedelta(days=1)) if until else None)
 
 
 def entries_query(team_id: int, filters: Filters) -> Select:
@@ -39,9 +45,9 @@ def entries_query(team_id: int, filters: Filters) -> Select:
     if filters.feature:
         query = query.where(LedgerEntry.feature == filters.feature)
     if filters.since:
-        query = query.where(LedgerEntry.created_at >= _start_of(filters.since))
+        query = query.where(LedgerEntry.created_at >= filters.since)
     if filters.until:
-        query = query.where(LedgerEntry.created_at < _start_of(filters.until + timedelta(days=1)))
+        query = query.where(LedgerEntry.created_at < filters.until)
     return query
 
 
@@ -90,7 +96,7 @@ def usage_by_day(team_id: int, days: int = 30, now: datetime | None = None) -> d
         .where(
             LedgerEntry.team_id == team_id,
             LedgerEntry.kind.in_(USAGE_KINDS),
-            LedgerEntry.created_at >= _start_of(first),
+            LedgerEntry.created_at >= start_of(first),
         )
         .group_by(day, func.coalesce(LedgerEntry.feature, ""))
     ).all()

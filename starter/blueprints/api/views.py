@@ -14,10 +14,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from ... import api_keys, credits
+from ...credits import history
 from ...extensions import csrf, db, limiter
 from ...models import LedgerEntry, utcnow
 from . import openapi, schemas
@@ -210,30 +211,11 @@ def release_hold(hold_id: int) -> Response:
 def ledger() -> Response:
     """Newest first, keyset-paginated over (created_at, id): page 1,000 costs what page 1 does."""
     query = schemas.ledger_query()
-    entries = LedgerEntry.__table__.c
-    conditions = [entries.team_id == team_id()]
-    if query["kind"]:
-        conditions.append(entries.kind == query["kind"])
-    if query["feature"]:
-        conditions.append(entries.feature == query["feature"])
-    if query["since"]:
-        conditions.append(entries.created_at >= query["since"])
-    if query["until"]:
-        conditions.append(entries.created_at < query["until"])
-    if query["cursor"]:
-        at, entry_id = query["cursor"]
-        conditions.append(or_(entries.created_at < at, and_(entries.created_at == at, entries.id < entry_id)))
-    rows = list(
-        db.session.scalars(
-            select(LedgerEntry)
-            .where(*conditions)
-            .order_by(entries.created_at.desc(), entries.id.desc())
-            .limit(query["limit"] + 1)
-        )
-    )
-    page = rows[: query["limit"]]
-    next_cursor = schemas.encode_cursor(page[-1]) if len(rows) > query["limit"] else None
-    return jsonify({"data": [schemas.entry_json(entry) for entry in page], "next_cursor": next_cursor})
+    filters = history.Filters(query["kind"], query["feature"], query["since"], query["until"])
+    rows, after = history.page(team_id(), filters, after=query["cursor"], size=query["limit"])
+    entries = [row.LedgerEntry for row in rows]
+    next_cursor = schemas.encode_cursor(entries[-1]) if after else None
+    return jsonify({"data": [schemas.entry_json(entry) for entry in entries], "next_cursor": next_cursor})
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -60,8 +60,9 @@ def _filters() -> tuple[HistoryFilterForm, history.Filters]:
     ]
     if request.args and not form.validate():
         abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
+    since, until = history.days(form.since.data, form.until.data)
     return form, history.Filters(
-        kind=form.kind.data or None, feature=form.feature.data or None, since=form.since.data, until=form.until.data
+        kind=form.kind.data or None, feature=form.feature.data or None, since=since, until=until
     )
 
 
