@@ -132,6 +132,8 @@ def test_a_configured_price_replaces_the_inline_price(auth, standin, team) -> No
 def test_an_unknown_pack_or_plan_is_refused_before_stripe(auth, standin, team) -> None:
     for kind, code in [("pack", "huge"), ("plan", "enterprise"), ("bundle", "medium"), ("pack", "")]:
         assert start_checkout(auth, kind, code).status_code == 400, (kind, code)
+    for attempt in ("", "has space", "x" * 65):  # the attempt makes the idempotency key: it must be real
+        assert start_checkout(auth, "pack", "small", attempt).status_code == 400, attempt
     assert standin.requests == []
 
 

@@ -12,8 +12,9 @@ class CheckoutForm(FlaskForm):
 
     kind = HiddenField(validators=[DataRequired(), AnyOf(["pack", "plan"])])
     code = HiddenField(validators=[DataRequired(), Length(max=32)])
+    # Required: an empty one would make every hand-made POST share one Checkout idempotency key.
     attempt = HiddenField(
-        validators=[Length(max=64), Regexp(r"^[A-Za-z0-9_-]*$")], default=lambda: secrets.token_hex(8)
+        validators=[DataRequired(), Length(max=64), Regexp(r"^[A-Za-z0-9_-]+$")], default=lambda: secrets.token_hex(8)
     )
 
 
