@@ -181,6 +181,7 @@ def test_portal_redirects_an_owner_to_stripe(auth, standin, team) -> None:
     assert response.headers["Location"] == portal.response["url"]
     db.session.refresh(team)
     assert portal.params["customer"] == team.stripe_customer_id
+    assert portal.header("Idempotency-Key").startswith(f"portal:{team.id}:")
 
 
 def test_stripe_failing_shows_an_error_and_a_retry_works(auth, standin, team) -> None:

@@ -7,6 +7,7 @@ the same shapes, so the rest of the app never asks which mode it is in.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import stripe
@@ -152,5 +153,7 @@ def portal_url(team: Team, email: str, return_path: str = "/dashboard") -> str:
         "portal create",
         client().v1.billing_portal.sessions.create,
         params={"customer": customer_id, "return_url": return_url},
+        # A portal session is single-use, so each click is its own create; the key makes retries safe.
+        options={"idempotency_key": f"portal:{team.id}:{uuid.uuid4()}"},
     )
     return session["url"]
