@@ -57,6 +57,8 @@ def receipt(row: Any, replayed: bool = False) -> Receipt:
         row.held_after,
         row.block_id,
         row.hold_id,
+        row.feature,
+        row.created_at,
         replayed,
     )
 

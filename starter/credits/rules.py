@@ -80,6 +80,8 @@ class Receipt:
     held_after: int
     block_id: int | None
     hold_id: int | None
+    feature: str | None
+    created_at: datetime
     replayed: bool = False
 
 

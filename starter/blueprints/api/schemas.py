@@ -226,14 +226,14 @@ def balance_json(balance: Balance) -> dict[str, Any]:
     }
 
 
-def spend_json(receipt: Receipt, *, feature: str | None, created_at: datetime) -> dict[str, Any]:
+def spend_json(receipt: Receipt) -> dict[str, Any]:
     return {
         "id": receipt.entry_id,
         "kind": receipt.kind,
         "amount": receipt.amount,
         "balance_after": receipt.balance_after,
-        "feature": feature,
-        "created_at": iso(created_at),
+        "feature": receipt.feature,
+        "created_at": iso(receipt.created_at),
         "replayed": receipt.replayed,
     }
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
-from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from ... import api_keys, credits
 from ...credits import history
 from ...extensions import csrf, db, limiter
-from ...models import LedgerEntry, utcnow
 from . import openapi, schemas
 from .schemas import ApiError, invalid
 
@@ -136,7 +133,6 @@ def balance() -> Response:
 def spend() -> tuple[Response, int]:
     body = schemas.json_body(SPEND_FIELDS)
     key = schemas.idempotency_key(body)
-    now = utcnow()
     feature = schemas.text(body, "feature", schemas.MAX_FEATURE)
     receipt = credits.spend(
         team_id(),
@@ -146,23 +142,9 @@ def spend() -> tuple[Response, int]:
         actor=API_ACTOR,
         description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
         meta=schemas.metadata(body),
-        now=now,
     )
-    feature, created_at = receipt_details(receipt, feature, now)
     db.session.commit()
-    return jsonify(schemas.spend_json(receipt, feature=feature, created_at=created_at)), (
-        200 if receipt.replayed else 201
-    )
-
-
-def receipt_details(receipt: credits.Receipt, feature: str | None, now: datetime) -> tuple[str | None, datetime]:
-    """(feature, created_at) of the entry: what this call wrote, or for a replay what the first call wrote."""
-    if not receipt.replayed:
-        return feature, now
-    row = db.session.execute(
-        select(LedgerEntry.feature, LedgerEntry.created_at).where(LedgerEntry.id == receipt.entry_id)
-    ).one()
-    return row.feature, row.created_at
+    return jsonify(schemas.spend_json(receipt)), (200 if receipt.replayed else 201)
 
 
 @bp.post("/holds")
