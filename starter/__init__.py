@@ -11,9 +11,12 @@ from dotenv import load_dotenv
 from flask import Flask, current_app, g, request
 from flask_login import current_user
 from sqlalchemy import event
+from werkzeug.routing import IntegerConverter
 
 from . import config as settings
 from .extensions import csrf, db, limiter, login_manager, migrate
+
+MAX_ROW_ID = 2**63 - 1  # the largest BIGINT
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -93,7 +96,16 @@ def _make_sqlite_writers_queue(engine: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class RowId(IntegerConverter):
+    """``<id:name>`` in a route: a positive id that fits a BIGINT. A larger number typed into a URL is a
+    404 like any unknown id, instead of an overflow in the database driver."""
+
+    def __init__(self, url_map: Any) -> None:
+        super().__init__(url_map, min=1, max=MAX_ROW_ID)
+
+
 def register_blueprints(app: Flask) -> None:
+    app.url_map.converters["id"] = RowId
     from .blueprints.admin.views import bp as admin_bp
     from .blueprints.api.views import bp as api_bp
     from .blueprints.auth.views import bp as auth_bp

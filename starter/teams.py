@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from .extensions import db
 from .models import Invitation, Membership, Team, User, utcnow
@@ -55,7 +56,10 @@ def create_team(owner: User, name: str, *, personal: bool = False) -> Team:
 
 
 def membership_of(user: User, team_id: int) -> Membership | None:
-    return db.session.scalar(select(Membership).filter_by(user_id=user.id, team_id=team_id))
+    """The user's membership of the team, with the team loaded in the same query (every request asks)."""
+    return db.session.scalar(
+        select(Membership).options(joinedload(Membership.team)).filter_by(user_id=user.id, team_id=team_id)
+    )
 
 
 def user_teams(user: User) -> list[Team]:
@@ -69,7 +73,11 @@ def resolve_current_team(user: User) -> tuple[Team | None, Membership | None]:
     membership = membership_of(user, user.current_team_id) if user.current_team_id else None
     if membership is None:
         membership = db.session.scalar(
-            select(Membership).filter_by(user_id=user.id).order_by(Membership.created_at, Membership.id).limit(1)
+            select(Membership)
+            .options(joinedload(Membership.team))
+            .filter_by(user_id=user.id)
+            .order_by(Membership.created_at, Membership.id)
+            .limit(1)
         )
     return (membership.team, membership) if membership else (None, None)
 

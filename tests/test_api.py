@@ -233,6 +233,8 @@ INVALID_SPENDS = [
     ({"amount": 1, "idempotency_key": 5}, "invalid_request"),
     ({"amount": 1, "idempotency_key": ""}, "invalid_request"),
     ({"amount": 1, "idempotency_key": "k" * 256}, "invalid_request"),
+    ({"amount": 1, "idempotency_key": "k" * 252}, "invalid_request"),
+    ({"amount": 1, "idempotency_key": "   "}, "invalid_request"),
     ({"amount": 1, "idempotency_key": "tab\tkey"}, "invalid_request"),
 ]
 
@@ -304,3 +306,17 @@ def test_the_rate_limit_counts_per_key_and_answers_429_with_retry_after(app, cli
     assert api.get("/balance").status_code == 429
     assert Api(client, new_key(team, "second")).get("/balance").status_code == 200, "another key has its own budget"
     assert entries(team) == 2
+
+
+def test_client_keys_never_collide_with_the_apps_own_keys(app, api, team):
+    """A client that sends "expire:hold:<id>" must not block the job that expires that hold."""
+    from datetime import timedelta
+
+    from starter.models import Hold
+
+    hold = api.post("/holds", {"amount": 5, "ttl_seconds": 60, "idempotency_key": "h"}).json
+    assert api.post("/spend", {"amount": 1, "idempotency_key": f"expire:hold:{hold['id']}"}).status_code == 201
+    assert credits.release_expired_holds(utcnow() + timedelta(minutes=5)) == 1
+    db.session.commit()
+    assert db.session.get(Hold, hold["id"]).status == "expired"
+    assert credits.verify() == []

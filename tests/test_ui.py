@@ -246,3 +246,31 @@ def test_admin_sees_events_and_replays_a_failed_one(owner, admin, app):
     admin.post("/admin/events/evt_admin/replay", token_from="/admin/events")  # processed: a no-op
     assert credits.balance(team.id).purchased == 500
     assert admin.post("/admin/events/evt_nope/replay", token_from="/admin/events").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["until=9999-12-31", "since=0001-01-01&until=9999-12-31"],
+)
+def test_extreme_dates_are_just_open_bounds(owner, auth, query):
+    assert auth.client.get(f"/credits/history?{query}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "after", ["2024-01-01T00:00:00_5", "1.99999999999999999999", "999999999999999999.1", "x.y", "1.2.3"]
+)
+def test_hand_made_cursors_are_a_400_not_a_500(owner, auth, after):
+    assert auth.client.get(f"/credits/history?after={after}").status_code == 400
+
+
+def test_huge_ids_in_urls_and_forms_are_not_found(owner, auth, admin):
+    huge = str(2**63)
+    for path in (
+        f"/team/members/{huge}/remove",
+        f"/team/members/{huge}/role",
+        f"/team/invitations/{huge}/revoke",
+        f"/team/api-keys/{huge}/revoke",
+    ):
+        assert auth.post(path, {"role": "member"}, token_from="/team/members").status_code == 404, path
+    assert auth.post("/team/switch", {"team_id": huge}, token_from="/dashboard").status_code == 400
+    assert admin.client.get(f"/admin/teams/{huge}").status_code == 404

@@ -35,7 +35,18 @@ class Fulfilment:
 def team_for(customer_id: str | None, metadata: Json | None) -> Team:
     """The team a Stripe object belongs to: its customer must be the team named in its metadata."""
     team_ref = (metadata or {}).get("team_id")
-    team = db.session.scalar(select(Team).where(Team.stripe_customer_id == customer_id)) if customer_id else None
+    # Locked: every Stripe handler takes the team row before the ledger's balance row, the order the
+    # monthly rollover takes them in, so the two never deadlock.
+    team = (
+        db.session.scalar(
+            select(Team)
+            .where(Team.stripe_customer_id == customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if customer_id
+        else None
+    )
     if team is None:
         raise Ignored(f"no team has customer {customer_id!r}")
     if team_ref is not None and str(team.id) != str(team_ref):

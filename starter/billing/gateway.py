@@ -64,15 +64,15 @@ def ensure_customer(team: Team, email: str) -> str:
     return customer_id
 
 
-def _price_id(kind: str, code: str, entry: catalog.Plan | catalog.Pack) -> str | None:
+def price_id(kind: str, code: str, entry: catalog.Plan | catalog.Pack) -> str | None:
     """A configured Stripe price: STRIPE_PRICE_<KIND>_<CODE> in the environment, else the catalog's field."""
     return current_app.config.get(f"STRIPE_PRICE_{kind.upper()}_{code.upper()}") or entry.stripe_price_id
 
 
 def _line_item(kind: str, code: str, entry: catalog.Plan | catalog.Pack, name: str, cents: int) -> Json:
-    price_id = _price_id(kind, code, entry)
-    if price_id:
-        return {"price": price_id, "quantity": 1}
+    configured = price_id(kind, code, entry)
+    if configured:
+        return {"price": configured, "quantity": 1}
     price_data: Json = {"currency": catalog.CURRENCY, "unit_amount": cents, "product_data": {"name": name}}
     if kind == "plan":
         price_data["recurring"] = {"interval": "month"}

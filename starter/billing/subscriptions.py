@@ -13,12 +13,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 
 from .. import catalog, credits, plans
 from ..extensions import db
 from ..models import CreditBlock, Team, utcnow
+from . import gateway
 from .fulfilment import Ignored, team_for
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def plan_for(metadata: Json | None, price_id: str | None) -> catalog.Plan | None
     plan = catalog.plan(str((metadata or {}).get("plan_code", "")))
     if plan is None and price_id:
         for candidate in catalog.PLANS.values():
-            configured = current_app.config.get(f"STRIPE_PRICE_PLAN_{candidate.code.upper()}")
-            if price_id in (configured, candidate.stripe_price_id):
+            if price_id == gateway.price_id("plan", candidate.code, candidate):
                 return candidate
     return plan
 

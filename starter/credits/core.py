@@ -80,16 +80,20 @@ def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> l
     return list(db.session.execute(query))
 
 
-def draw(blocks: list[Any], amount: int) -> list[tuple[Any, int]]:
-    """Take ``amount`` from ``blocks`` in order; the caller has checked that it fits."""
-    draws, left = [], amount
+def draws_for(
+    team_id: int, amount: int, now: datetime, *, reference: str | None = None
+) -> tuple[int, list[tuple[Any, int]]]:
+    """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less."""
+    blocks = spendable(team_id, now, reference=reference)
+    available = sum(block.remaining - block.held for block in blocks)
+    draws, left = [], min(amount, available)
     for block in blocks:
         if left == 0:
             break
         take = min(left, block.remaining - block.held)
         draws.append((block, take))
         left -= take
-    return draws
+    return available, draws
 
 
 update_block = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -12,6 +13,9 @@ from ..extensions import db
 from ..models import LedgerEntry, User, utcnow
 
 USAGE_KINDS = ("spend", "capture")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_ID = 2**63 - 1  # the largest BIGINT: a cursor past it names no row
+CURSOR = re.compile(r"(-?[0-9]{1,18})\.([0-9]{1,19})")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,24 @@ def start_of(day: date) -> datetime:
 
 def days(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
     """Whole UTC days, both inclusive, as the [since, until) bounds ``Filters`` takes."""
-    return (start_of(since) if since else None, start_of(until + timedelta(days=1)) if until else None)
+    end = start_of(until + timedelta(days=1)) if until and until < date.max else None  # 31 Dec 9999: no bound
+    return (start_of(since) if since else None, end)
+
+
+def encode_cursor(created_at: datetime, entry_id: int) -> str:
+    """An opaque page cursor: the (created_at, id) of a page's last entry, for keyset pagination."""
+    return f"{(created_at - EPOCH) // timedelta(microseconds=1)}.{entry_id}"
+
+
+def decode_cursor(value: str) -> tuple[datetime, int]:
+    """The (created_at, id) a cursor stands for; ``ValueError`` for anything ``encode_cursor`` did not make."""
+    match = CURSOR.fullmatch(value)
+    try:
+        if match is None or int(match[2]) > MAX_ID:
+            raise ValueError(value)
+        return EPOCH + timedelta(microseconds=int(match[1])), int(match[2])
+    except OverflowError as error:
+        raise ValueError(value) from error
 
 
 def entries_query(team_id: int, filters: Filters) -> Select:

@@ -9,7 +9,7 @@ from sqlalchemy import and_, insert, select, update
 
 from ..extensions import db
 from ..models import utcnow
-from .core import allocations_t, draw, entries_t, fingerprint_of, holds_t, lock, replay, spendable, write
+from .core import allocations_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
 from .rules import (
     SYSTEM,
     Actor,
@@ -52,11 +52,9 @@ def hold(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return _hold_result(replayed.hold_id, replayed=True)
-    blocks = spendable(team_id, now)
-    available = sum(block.remaining - block.held for block in blocks)
+    available, draws = draws_for(team_id, amount, now)
     if available < amount:
         raise InsufficientCredits(amount, available)
-    draws = draw(blocks, amount)
     expires_at = min([now + timedelta(seconds=ttl_seconds)] + [b.expires_at for b, _ in draws if b.expires_at])
     hold_id = db.session.execute(
         insert(holds_t)

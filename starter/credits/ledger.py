@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from .. import catalog
 from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
-from .core import blocks_t, draw, fingerprint_of, lock, replay, spendable, write
+from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
 from .holds import close_hold, holds_on_block
 from .rules import (
     SYSTEM,
@@ -137,11 +137,10 @@ def _debit(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return replayed
-    blocks = spendable(team_id, now)
-    available = sum(block.remaining - block.held for block in blocks)
+    available, draws = draws_for(team_id, amount, now)
     if available < amount:
         raise InsufficientCredits(amount, available)
-    changes = [(block.id, -take, 0) for block, take in draw(blocks, amount)]
+    changes = [(block.id, -take, 0) for block, take in draws]
     return write(
         team_id,
         kind,
@@ -215,9 +214,9 @@ def clawback(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return replayed
-    blocks = spendable(team_id, now, reference=reference)
-    taken = min(amount, sum(block.remaining - block.held for block in blocks))
-    changes = [(block.id, -take, 0) for block, take in draw(blocks, taken)]
+    available, draws = draws_for(team_id, amount, now, reference=reference)
+    taken = min(amount, available)
+    changes = [(block.id, -take, 0) for block, take in draws]
     meta = {**(meta or {}), "reference": reference, "requested": amount, "shortfall": amount - taken}
     return write(
         team_id,

@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 
 from ..extensions import db
 from ..models import utcnow
-from .core import blocks_t, draw, spendable
+from .core import blocks_t, draws_for
 from .rules import check_amount
 
 
@@ -91,7 +91,6 @@ class Quote:
 def quote(team_id: int, amount: int, now: datetime | None = None) -> Quote:
     """Which blocks a spend of ``amount`` would draw from now, without spending (no lock taken)."""
     check_amount(amount)
-    blocks = spendable(team_id, now or utcnow())
-    available = sum(block.remaining - block.held for block in blocks)
-    draws = [Draw(b.id, take, b.expires_at) for b, take in draw(blocks, min(amount, available))]
+    available, taken = draws_for(team_id, amount, now or utcnow())
+    draws = [Draw(block.id, credits, block.expires_at) for block, credits in taken]
     return Quote(amount=amount, available=available, draws=draws)

@@ -38,7 +38,7 @@ def _team(team_id: int) -> Team:
     return db.session.get(Team, team_id) or abort(404)
 
 
-@bp.get("/teams/<int:team_id>")
+@bp.get("/teams/<id:team_id>")
 @site_admin_required
 def team(team_id: int):  # type: ignore[no-untyped-def]
     found = _team(team_id)
@@ -53,7 +53,7 @@ def team(team_id: int):  # type: ignore[no-untyped-def]
     )
 
 
-@bp.post("/teams/<int:team_id>/adjust")
+@bp.post("/teams/<id:team_id>/adjust")
 @site_admin_required
 def adjust(team_id: int):  # type: ignore[no-untyped-def]
     found = _team(team_id)

@@ -24,7 +24,7 @@ from .schemas import (
 
 JSON = "application/json"
 METADATA_RULES = f"Any JSON object: up to {MAX_METADATA_BYTES} bytes, nested up to {MAX_METADATA_DEPTH} deep."
-KEY_RULES = "1 to 255 printable characters, unique per team; a repeat with the same parameters replays the first result"
+KEY_RULES = "1 to 251 printable characters, unique per team; a repeat with the same parameters replays the first result"
 
 
 def ref(name: str) -> dict[str, str]:
@@ -89,7 +89,7 @@ IDEMPOTENCY_HEADER = {
     "in": "header",
     "required": False,
     "description": f"The idempotency key ({KEY_RULES}). Or send the idempotency_key field; if both, they must match.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 251},
 }
 HOLD_ID = {"name": "hold_id", "in": "path", "required": True, "schema": integer(1, MAX_ID)}
 
@@ -122,7 +122,7 @@ SCHEMAS: dict[str, Any] = {
             "amount": integer(1, MAX_AMOUNT, "Credits to spend; default: the feature's catalog cost."),
             "feature": {"type": "string", "enum": sorted(catalog.FEATURES)},
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255, "description": KEY_RULES},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 251, "description": KEY_RULES},
             "metadata": {"type": "object", "description": METADATA_RULES},
         },
         anyOf=[{"required": ["amount"]}, {"required": ["feature"]}],
@@ -145,7 +145,7 @@ SCHEMAS: dict[str, Any] = {
             "feature": {"type": "string", "enum": sorted(catalog.FEATURES)},
             "ttl_seconds": integer(1, 86_400, "Seconds until the hold expires and is released (default 900)."),
             "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255, "description": KEY_RULES},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 251, "description": KEY_RULES},
             "metadata": {"type": "object", "description": METADATA_RULES},
         },
         anyOf=[{"required": ["amount"]}, {"required": ["feature"]}],
@@ -153,12 +153,12 @@ SCHEMAS: dict[str, Any] = {
     "CaptureRequest": obj(
         {
             "amount": integer(0, MAX_AMOUNT, "What the work cost: 0 up to the held amount; the rest returns."),
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255, "description": KEY_RULES},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 251, "description": KEY_RULES},
         },
         ["amount"],
     ),
     "ReleaseRequest": obj(
-        {"idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255, "description": KEY_RULES}}
+        {"idempotency_key": {"type": "string", "minLength": 1, "maxLength": 251, "description": KEY_RULES}}
     ),
     "Hold": obj(
         {

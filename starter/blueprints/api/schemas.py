@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
 
-from ...credits import Balance, HoldResult, Receipt
+from ...credits import Balance, HoldResult, Receipt, history
 from ...models import ENTRY_KINDS, LedgerEntry
 
 MAX_DESCRIPTION = 255
@@ -23,10 +23,10 @@ MAX_FEATURE = 64
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 16
 DEFAULT_PAGE, MAX_PAGE = 50, 100
+KEY_NAMESPACE = "api:"
+MAX_CLIENT_KEY = 255 - len(KEY_NAMESPACE)
 MAX_ID = 2**63 - 1  # beyond a BIGINT no row can exist; the database would refuse the comparison
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
-CURSOR = re.compile(r"(-?[0-9]{1,18})\.([0-9]{1,19})")
 
 
 class ApiError(Exception):
@@ -90,7 +90,11 @@ def idempotency_key(body: dict[str, Any]) -> str:
         raise invalid(
             "An idempotency key is required: the Idempotency-Key header or idempotency_key.", "idempotency_key"
         )
-    return key  # the ledger checks its length and characters
+    if not key.strip() or len(key) > MAX_CLIENT_KEY:
+        raise invalid(f"idempotency_key must be 1 to {MAX_CLIENT_KEY} printable characters.", "idempotency_key")
+    # The client's keys live in their own namespace: a key such as "expire:hold:7" must never collide
+    # with the keys the app makes for itself (plan grants, expiries, Stripe objects) in the same team.
+    return f"{KEY_NAMESPACE}{key}"  # the ledger checks the characters
 
 
 def text(body: dict[str, Any], name: str, max_length: int) -> str | None:
@@ -191,20 +195,11 @@ def timestamp(args: Any, name: str) -> datetime | None:
         ) from None
 
 
-def encode_cursor(entry: LedgerEntry) -> str:
-    """Opaque to clients: the (created_at, id) of the last entry of a page, for keyset pagination."""
-    return f"{(entry.created_at - EPOCH) // timedelta(microseconds=1)}.{entry.id}"
-
-
 def decode_cursor(value: str) -> tuple[datetime, int]:
-    match = CURSOR.fullmatch(value)
     try:
-        if match is None or int(match[2]) > MAX_ID:
-            raise ValueError(value)
-        moment = EPOCH + timedelta(microseconds=int(match[1]))
-    except (ValueError, OverflowError):
+        return history.decode_cursor(value)
+    except ValueError:
         raise invalid("cursor is not one this API returned.", "cursor") from None
-    return moment, int(match[2])
 
 
 # --- answers --------------------------------------------------------------------------------------

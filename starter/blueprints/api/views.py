@@ -196,7 +196,7 @@ def ledger() -> Response:
     filters = history.Filters(query["kind"], query["feature"], query["since"], query["until"])
     rows, after = history.page(team_id(), filters, after=query["cursor"], size=query["limit"])
     entries = [row.LedgerEntry for row in rows]
-    next_cursor = schemas.encode_cursor(entries[-1]) if after else None
+    next_cursor = history.encode_cursor(*after) if after else None
     return jsonify({"data": [schemas.entry_json(entry) for entry in entries], "next_cursor": next_cursor})
 
 

@@ -70,8 +70,7 @@ def _cursor(value: str | None) -> tuple[datetime, int] | None:
     if not value:
         return None
     try:
-        stamp, entry_id = value.rsplit("_", 1)
-        return datetime.fromisoformat(stamp), int(entry_id)
+        return history.decode_cursor(value)
     except ValueError:
         abort(400, "That page link is not valid.")
 
@@ -82,7 +81,7 @@ def history_page():  # type: ignore[no-untyped-def]
     form, filters = _filters()
     rows, after = history.page(g.team.id, filters, after=_cursor(request.args.get("after")))
     args = {k: v for k, v in request.args.items() if k != "after" and v}
-    next_url = url_for("dashboard.history_page", after=f"{after[0].isoformat()}_{after[1]}", **args) if after else None
+    next_url = url_for("dashboard.history_page", after=history.encode_cursor(*after), **args) if after else None
     return render_template(
         "dashboard/history.html",
         rows=rows,

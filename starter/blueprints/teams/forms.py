@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length
+from wtforms.validators import DataRequired, Email, Length, NumberRange
 
 
 def strip_whitespace(value: str | None) -> str | None:
@@ -18,7 +18,7 @@ class TeamForm(FlaskForm):
 
 
 class SwitchTeamForm(FlaskForm):
-    team_id = IntegerField("Team", validators=[DataRequired()])
+    team_id = IntegerField("Team", validators=[DataRequired(), NumberRange(1, 2**63 - 1)])
 
 
 class InviteForm(FlaskForm):

@@ -77,7 +77,7 @@ def invite():  # type: ignore[no-untyped-def]
     return redirect(url_for("teams.members"))
 
 
-@bp.post("/invitations/<int:invitation_id>/revoke")
+@bp.post("/invitations/<id:invitation_id>/revoke")
 @team_role_required("admin")
 def revoke(invitation_id: int):  # type: ignore[no-untyped-def]
     if not ConfirmForm().validate_on_submit():
@@ -89,7 +89,7 @@ def revoke(invitation_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("teams.members"))
 
 
-@bp.post("/members/<int:membership_id>/role")
+@bp.post("/members/<id:membership_id>/role")
 @team_role_required("admin")
 def change_role(membership_id: int):  # type: ignore[no-untyped-def]
     target = teams.team_member(g.team, membership_id) or abort(404)
@@ -106,7 +106,7 @@ def change_role(membership_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("teams.members"))
 
 
-@bp.post("/members/<int:membership_id>/remove")
+@bp.post("/members/<id:membership_id>/remove")
 @team_role_required("admin")
 def remove(membership_id: int):  # type: ignore[no-untyped-def]
     target = teams.team_member(g.team, membership_id) or abort(404)
@@ -165,7 +165,7 @@ def keys():  # type: ignore[no-untyped-def]
     return (response, 201, {"Cache-Control": "no-store"}) if created else response
 
 
-@bp.post("/api-keys/<int:key_id>/revoke")
+@bp.post("/api-keys/<id:key_id>/revoke")
 @team_role_required("admin")
 def revoke_key(key_id: int):  # type: ignore[no-untyped-def]
     if not ConfirmForm().validate_on_submit():
