@@ -26,6 +26,11 @@ class Plan:
     def is_free(self) -> bool:
         return self.monthly_price_cents == 0
 
+    @property
+    def product_name(self) -> str:
+        """What Stripe Checkout and the invoice call it."""
+        return f"{self.name} plan: {self.monthly_credits:,} credits a month"
+
 
 @dataclass(frozen=True)
 class Pack:
@@ -39,6 +44,11 @@ class Pack:
     @property
     def total_credits(self) -> int:
         return self.credits + self.bonus_credits
+
+    @property
+    def product_name(self) -> str:
+        """What Stripe Checkout and the receipt call it."""
+        return f"{self.name}: {self.total_credits:,} credits"
 
     @property
     def cents_per_1000_credits(self) -> int:

@@ -18,13 +18,9 @@ Json = dict[str, Any]
 
 def _wanted() -> list[tuple[str, str, str, int, bool]]:
     """(kind, code, product name, unit amount, recurring) for everything we sell."""
-    items = [
-        ("pack", p.code, f"{p.name}: {p.total_credits:,} credits", p.price_cents, False) for p in catalog.PACKS.values()
-    ]
+    items = [("pack", p.code, p.product_name, p.price_cents, False) for p in catalog.PACKS.values()]
     items += [
-        ("plan", p.code, f"{p.name} plan: {p.monthly_credits:,} credits a month", p.monthly_price_cents, True)
-        for p in catalog.PLANS.values()
-        if not p.is_free
+        ("plan", p.code, p.product_name, p.monthly_price_cents, True) for p in catalog.PLANS.values() if not p.is_free
     ]
     return items
 

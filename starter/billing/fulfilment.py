@@ -145,7 +145,10 @@ def _dispute_key(dispute: Json) -> str:
 
 def dispute_opened(dispute: Json) -> None:
     """Disputed funds are withdrawn when the dispute opens: take the purchase's credits back until it closes."""
-    purchase = _purchase_for(dispute.get("payment_intent"))
+    _hold_back_disputed(_purchase_for(dispute.get("payment_intent")), dispute)
+
+
+def _hold_back_disputed(purchase: Purchase, dispute: Json) -> None:
     credits.clawback(
         purchase.team_id,
         purchase.stripe_checkout_session_id,
@@ -162,7 +165,7 @@ def dispute_closed(dispute: Json) -> None:
     """Lost: the clawback stands (made now if the opening event never came). Won: what was taken is reinstated."""
     purchase = _purchase_for(dispute.get("payment_intent"))
     if dispute.get("status") == "lost":
-        dispute_opened(dispute)  # same key: replays if the opening event already took the credits
+        _hold_back_disputed(purchase, dispute)  # same key: replays if the opening event already took them
         purchase.status = "dispute_lost"
         return
     if dispute.get("status") != "won":

@@ -93,9 +93,7 @@ def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id:
     if kind == "pack":
         pack = catalog.PACKS[code]
         params["mode"] = "payment"
-        params["line_items"] = [
-            _line_item("pack", code, pack, f"{pack.name}: {pack.total_credits:,} credits", pack.price_cents)
-        ]
+        params["line_items"] = [_line_item("pack", code, pack, pack.product_name, pack.price_cents)]
         params["payment_intent_data"] = {"metadata": metadata}
     else:
         plan = catalog.PLANS[code]
@@ -105,7 +103,7 @@ def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id:
                 "plan",
                 code,
                 plan,
-                f"{plan.name} plan: {plan.monthly_credits:,} credits a month",
+                plan.product_name,
                 plan.monthly_price_cents,
             )
         ]
@@ -148,7 +146,7 @@ def portal_url(team: Team, email: str, return_path: str = "/dashboard") -> str:
     customer_id = ensure_customer(team, email)
     return_url = current_app.config["BASE_URL"] + return_path
     if is_test_mode():
-        return testmode.portal_url(team.id)
+        return testmode.portal_url()
     session = _call(
         "portal create",
         client().v1.billing_portal.sessions.create,

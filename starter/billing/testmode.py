@@ -48,7 +48,7 @@ def load_checkout(token: str) -> Json | None:
     return data if isinstance(data, dict) and "params" in data else None
 
 
-def portal_url(team_id: int) -> str:
+def portal_url() -> str:
     return url_for("billing.test_portal")
 
 
