@@ -8,32 +8,24 @@ built and signed by ``tests/stripe_events.py`` and POSTed to ``/webhooks/stripe`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import stripe
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from starter import credits
 from starter.extensions import db
 from starter.models import LedgerEntry, StripeEvent, Team, User
+from tests import stripe_standin
 from tests.conftest import AuthActions
 from tests.stripe_events import make_event, signed_request
 from tests.stripe_standin import StripeStandIn
 
 Json = dict[str, Any]
+standin = stripe_standin.standin  # the fixture, re-exported for the billing tests
 WEBHOOK_SECRET = "whsec_test"
 OWNER_EMAIL = "owner@example.com"
-
-
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[StripeStandIn]:
-    """A fresh Stripe API stand-in per test; the SDK's telemetry is off (it would write to ~/.config)."""
-    monkeypatch.setattr(stripe, "enable_telemetry", False)
-    with StripeStandIn() as server:
-        yield server
 
 
 @pytest.fixture

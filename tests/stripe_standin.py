@@ -16,11 +16,14 @@ import copy
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+import pytest
+import stripe
 
 from tests.stripe_factories import (
     _base,
@@ -654,3 +657,11 @@ class StripeStandIn:
 
     def _update_product(self, params: Json, obj_id: str) -> Json:
         return self._update(self._require("product", obj_id), params, _PRODUCT_FIELDS)
+
+
+@pytest.fixture
+def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[StripeStandIn]:
+    """A fresh stand-in per test, with the SDK's telemetry off (it writes an id to ~/.config)."""
+    monkeypatch.setattr(stripe, "enable_telemetry", False)
+    with StripeStandIn() as server:
+        yield server

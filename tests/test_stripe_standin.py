@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 import stripe
 
+from tests import stripe_standin
 from tests.stripe_events import make_event, sign, signed_request
 from tests.stripe_standin import (
     StripeStandIn,
@@ -23,14 +23,7 @@ from tests.stripe_standin import (
 )
 
 SECRET = "whsec_test_standin"
-
-
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[StripeStandIn]:
-    # The SDK's telemetry writes an id to ~/.config/stripe/telemetry_id and reports platform details.
-    monkeypatch.setattr(stripe, "enable_telemetry", False)
-    with StripeStandIn() as server:
-        yield server
+standin = stripe_standin.standin  # the fixture
 
 
 @pytest.fixture

@@ -20,19 +20,25 @@ from .forms import CheckoutForm, PortalForm, TestPaymentForm, TestPortalForm
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
 
-def _catalog_context() -> dict:
+def purchase_context() -> dict:
+    """What the purchase dialog (and the /billing page) needs, on every page that can open it."""
     return {
         "packs": list(catalog.PACKS.values()),
-        "plans": list(catalog.PLANS.values()),
-        "current_plan": plans.plan_of(g.team),
         "can_buy": has_role(g.membership, "admin"),
+        "form": CheckoutForm(),
+        "portal_form": PortalForm(),
     }
 
 
 @bp.get("")
 @team_role_required("member")
 def index():  # type: ignore[no-untyped-def]
-    return render_template("billing/index.html", form=CheckoutForm(), portal_form=PortalForm(), **_catalog_context())
+    return render_template(
+        "billing/index.html",
+        plans=list(catalog.PLANS.values()),
+        current_plan=plans.plan_of(g.team),
+        **purchase_context(),
+    )
 
 
 @bp.post("/checkout")

@@ -15,23 +15,12 @@ from ...access import team_role_required
 from ...credits import history
 from ...extensions import db
 from ...models import ENTRY_KINDS
-from ...teams import has_role
-from ..billing.forms import CheckoutForm, PortalForm
+from ..billing.views import purchase_context
 from . import charts
 from .forms import GenerateForm, HistoryFilterForm
 from .generation import fake_generation
 
 bp = Blueprint("dashboard", __name__)
-
-
-def _purchase_context() -> dict:
-    """What the purchase dialog needs, on every page that can open it."""
-    return {
-        "packs": list(catalog.PACKS.values()),
-        "can_buy": has_role(g.membership, "admin"),
-        "form": CheckoutForm(),
-        "portal_form": PortalForm(),
-    }
 
 
 @bp.get("/dashboard")
@@ -48,7 +37,7 @@ def index():  # type: ignore[no-untyped-def]
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
         low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
-        **_purchase_context(),
+        **purchase_context(),
     )
 
 
@@ -161,7 +150,7 @@ def generate():  # type: ignore[no-untyped-def]
         except credits.InsufficientCredits as error:
             db.session.rollback()
             return render_template(
-                "dashboard/insufficient.html", error=error, feature=feature, **_purchase_context()
+                "dashboard/insufficient.html", error=error, feature=feature, **purchase_context()
             ), 402
         except credits.CreditError as error:
             db.session.rollback()
