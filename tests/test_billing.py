@@ -71,7 +71,7 @@ def test_pack_checkout_sends_the_catalog_price_to_stripe(auth, standin, team, ow
             "price_data": {
                 "currency": "usd",
                 "unit_amount": str(MEDIUM.price_cents),
-                "product_data": {"name": "Medium pack: 2,200 credits"},
+                "product_data": {"name": "Medium pack: 2,200 credits", "metadata": {"pack_code": "medium"}},
             },
             "quantity": "1",
         }
@@ -181,7 +181,7 @@ def test_portal_redirects_an_owner_to_stripe(auth, standin, team) -> None:
     assert response.headers["Location"] == portal.response["url"]
     db.session.refresh(team)
     assert portal.params["customer"] == team.stripe_customer_id
-    assert portal.header("Idempotency-Key").startswith(f"portal:{team.id}:")
+    assert portal.header("Idempotency-Key").startswith(f"portal:{team.stripe_customer_id}:")
 
 
 def test_stripe_failing_shows_an_error_and_a_retry_works(auth, standin, team) -> None:
