@@ -4,7 +4,7 @@ The rule (docs/billing.md): the money taken back from a pack's payment is its cu
 plus every dispute whose funds were withdrawn and not reinstated, never more than was paid. The
 credits owed back are the pack's credits in that proportion. ``settle`` moves the ledger to that
 figure: a clawback when it grew (taking what remains, the rest recorded as a shortfall), a
-reinstatement of what was actually taken when it shrank. Inquiries withdraw no funds, so they move
+reinstatement of what was actually taken when it shrank (purchased credits again). Inquiries withdraw no funds, so they move
 nothing; a refund after a lost dispute cannot take the money twice.
 
 Reversals are stored by payment intent, because Stripe can deliver them before the checkout they
@@ -134,7 +134,7 @@ def settle(team_id: int, payment_intent: str | None) -> None:
             credits.grant(
                 team_id,
                 give_back,
-                source="refund",
+                source="purchase",  # the pack's own credits, back where they were
                 key=f"reversal:{purchase.id}:{purchase.reversal_seq}",
                 reference=purchase.stripe_checkout_session_id,  # so a later clawback can reach these too
                 actor=STRIPE,
