@@ -4,8 +4,8 @@ The rule (docs/billing.md): the money taken back from a pack's payment is its cu
 plus every dispute whose funds were withdrawn and not reinstated, never more than was paid. The
 credits owed back are the pack's credits in that proportion. ``settle`` moves the ledger to that
 figure: a clawback when it grew (taking what remains, the rest recorded as a shortfall), a
-reinstatement of what was actually taken when it shrank (purchased credits again). Inquiries withdraw no funds, so they move
-nothing; a refund after a lost dispute cannot take the money twice.
+reinstatement of what was actually taken when it shrank (purchased credits again). Inquiries
+withdraw no funds, so they move nothing; a refund after a lost dispute cannot take the money twice.
 
 Reversals are stored by payment intent, because Stripe can deliver them before the checkout they
 reverse; fulfilment calls ``settle`` once the purchase exists. Their fields only grow, so events
