@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -57,6 +58,7 @@ def test_flask_seed_is_a_command_of_the_app(project_root):
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "seed", "--help"],
         cwd=project_root,
+        env={**os.environ, "SECRET_KEY": "cli-test"},  # outside tests the app refuses to start without one
         capture_output=True,
         text=True,
         timeout=60,
