@@ -42,6 +42,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", settings.ratelimit_storage_options(app.config["RATELIMIT_STORAGE_URI"])
+    )
     if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
         app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
 

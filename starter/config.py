@@ -38,6 +38,14 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def ratelimit_storage_options(storage_uri: str) -> dict:
+    """Redis: give up on a connection within a second, so an unreachable Redis (dropped packets, not
+    just a refused port) costs a request a second before the in-memory fallback, not a hang."""
+    if storage_uri.startswith(("redis://", "rediss://", "redis+unix://")):
+        return {"socket_connect_timeout": 1, "socket_timeout": 1}
+    return {}
+
+
 def from_environment(instance_path: str) -> dict:
     """Read the settings the app needs; pure, so tests can call it with a patched environment."""
     stripe_key = os.environ.get("STRIPE_SECRET_KEY", "").strip()
@@ -65,6 +73,9 @@ def from_environment(instance_path: str) -> dict:
         "MAIL_USE_TLS": _bool("MAIL_USE_TLS", True),
         "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "Credits Starter <noreply@localhost>"),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        # A Redis outage degrades to per-process counting and a logged warning, never a 500 per request.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour"),
