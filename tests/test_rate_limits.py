@@ -1,4 +1,4 @@
-"""Rate limits as deployed, under gunicorn: a Redis that is down or silent.
+"""Rate limits as deployed, under gunicorn: a Redis that is down or silent; the warning about in-memory counts.
 
 A Redis outage must cost a logged warning and per-process counting, never a 500 on every request.
 These run gunicorn itself (one worker, so per-process counting is still exact), on a SQLite file:
@@ -21,6 +21,7 @@ from tests.conftest import make_app
 from tests.live_hosts import free_port, running_host
 
 FALLBACK_WARNING = "Rate limit storage unreachable - falling back to in-memory storage"
+MEMORY_WARNING = "Rate limits are in memory with 2 workers"
 
 
 @pytest.fixture
@@ -90,3 +91,18 @@ def test_a_redis_outage_degrades_to_per_process_limits_never_a_500(project_root,
     assert balances == [200, 200, 200, 429, 429]
     assert pages == [200, 200, 200]
     assert FALLBACK_WARNING in log
+    assert MEMORY_WARNING not in log
+
+
+@pytest.mark.parametrize(("workers", "warned"), [("2", True), ("1", False)], ids=["2-workers", "1-worker"])
+def test_gunicorn_warns_at_start_when_several_workers_count_rate_limits_in_memory(
+    project_root, tmp_path, deployed, workers, warned
+):
+    environment, _ = deployed
+    settings = {**environment, "WEB_CONCURRENCY": workers, "RATELIMIT_STORAGE_URI": "memory://"}
+    with running_host(project_root, settings, tmp_path / "gunicorn.log") as host:
+        log = host.log()
+
+    assert (MEMORY_WARNING in log) is warned
+    if warned:
+        assert "Set RATELIMIT_STORAGE_URI=redis://" in log
