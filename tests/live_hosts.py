@@ -3,7 +3,7 @@
     with running_host(project_root, environment, log_path) as host:
         status, body, _ = host.client().get("/up")
 
-``start_host`` runs ``gunicorn --config gunicorn.conf.py app:app`` (the README's command) with the
+``launch_host`` runs ``gunicorn --config gunicorn.conf.py app:app`` (the README's command) with the
 environment it is given, the log (gunicorn's and the app's) going to a file the test can read.
 """
 
@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import pytest
 import redis
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 START_SECONDS = 30  # gunicorn and its workers importing the app, on a busy two-CPU machine
 
 
@@ -83,8 +86,6 @@ class Client:
         return status, json.loads(content) if content else None
 
     def post_form(self, path: str, fields: Mapping[str, str]) -> int:
-        from urllib.parse import urlencode
-
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         status, _, _ = self.request("POST", path, urlencode(fields).encode(), headers)
         return status
@@ -101,25 +102,29 @@ class Client:
         self.connection.close()
 
 
-def start_host(project_root: Path, environment: Mapping[str, str], log_path: Path) -> Host:
-    """gunicorn with the project's gunicorn.conf.py on a free port; returns once ``GET /up`` answers 200."""
+def launch_host(project_root: Path, environment: Mapping[str, str], log_path: Path) -> Host:
+    """Start gunicorn with the project's gunicorn.conf.py on a free port; ``wait_until_up`` waits for it."""
     port = free_port()
     env = {**os.environ, **environment, "GUNICORN_BIND": f"127.0.0.1:{port}"}
     with log_path.open("w") as log:
         command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:app"]
-        # The access log goes to stdout: dropped, the test counts answers itself.
+        # The access log goes to stdout: dropped, the tests count the answers themselves.
         process = subprocess.Popen(command, cwd=project_root, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    host = Host(process, port, log_path)
+    return Host(process, port, log_path)
+
+
+def wait_until_up(host: Host) -> None:
+    """Return once ``GET /up`` answers 200; stop the host and raise, with its log, if it exits or never does."""
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{host.log()[-3000:]}")
+        if host.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {host.process.returncode}:\n{host.log()[-3000:]}")
         try:
             client = host.client()
             status, _, _ = client.get("/up")
             client.close()
             if status == 200:
-                return host
+                return
         except OSError:
             pass
         time.sleep(0.1)
@@ -139,9 +144,25 @@ def stop_host(host: Host) -> None:
 
 
 @contextmanager
-def running_host(project_root: Path, environment: Mapping[str, str], log_path: Path) -> Iterator[Host]:
-    host = start_host(project_root, environment, log_path)
+def running_hosts(project_root: Path, environments: list[Mapping[str, str]], log_dir: Path) -> Iterator[list[Host]]:
+    """One host per environment, started side by side (workers import the app in parallel), stopped at the end."""
+    hosts: list[Host] = []
     try:
+        for number, environment in enumerate(environments, start=1):
+            hosts.append(launch_host(project_root, environment, log_dir / f"host{number}.log"))
+        for host in hosts:
+            wait_until_up(host)
+        yield hosts
+    finally:
+        for host in hosts:
+            stop_host(host)
+
+
+@contextmanager
+def running_host(project_root: Path, environment: Mapping[str, str], log_path: Path) -> Iterator[Host]:
+    host = launch_host(project_root, environment, log_path)
+    try:
+        wait_until_up(host)
         yield host
     finally:
         stop_host(host)
@@ -177,3 +198,24 @@ def private_redis() -> Iterator[str | None]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def redis_for_tests() -> Iterator[str]:
+    """TEST_REDIS_URL, else the default local Redis, else a private redis-server started for the run.
+
+    Skips when none of those can be had, and fails instead when TEST_REDIS_URL is set: whoever set
+    it (CI) said the tests that need Redis must run.
+    """
+    configured = os.environ.get("TEST_REDIS_URL", "").strip()
+    url = configured or DEFAULT_REDIS_URL
+    if redis_answers(url):
+        yield url
+        return
+    with private_redis() as started:
+        if started is None:
+            reason = f"needs Redis: nothing answers at {url} and no redis-server is installed to start one"
+            if configured:
+                pytest.fail(f"{reason} (TEST_REDIS_URL is set, so this test must run)", pytrace=False)
+            pytest.skip(reason)
+        yield started
