@@ -133,11 +133,21 @@ def wait_until_up(host: Host) -> None:
 
 
 def stop_host(host: Host) -> None:
-    """SIGTERM (gunicorn's graceful stop: the workers' schedulers shut down), then SIGKILL if it lingers."""
-    if host.process.poll() is None:
+    stop_hosts([host])
+
+
+def stop_hosts(hosts: list[Host]) -> None:
+    """SIGTERM (gunicorn's graceful stop: the workers' schedulers shut down), then SIGKILL if one lingers.
+
+    All at once: each takes a few seconds to wind down its workers, and they need not queue for it.
+    """
+    running = [host for host in hosts if host.process.poll() is None]
+    for host in running:
         host.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 25
+    for host in running:
         try:
-            host.process.wait(timeout=25)
+            host.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             host.process.kill()
             host.process.wait(timeout=5)
@@ -154,8 +164,7 @@ def running_hosts(project_root: Path, environments: list[Mapping[str, str]], log
             wait_until_up(host)
         yield hosts
     finally:
-        for host in hosts:
-            stop_host(host)
+        stop_hosts(hosts)
 
 
 @contextmanager
