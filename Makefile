@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 .env:
 	@echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
-	@echo "Wrote .env with a random SECRET_KEY (see .env.example for every setting)."
+	@echo "BILLING_TEST_MODE=true" >> .env
+	@echo "Wrote .env with a random SECRET_KEY and BILLING_TEST_MODE=true (see .env.example for every setting)."
 
 ## Serve the app on http://127.0.0.1:$(PORT) against a SQLite file, with demo users on a new database.
 run: $(VENV)/.installed .env

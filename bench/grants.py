@@ -6,7 +6,7 @@
 It creates a dedicated database, ``starter_bench``, on the server of DATABASE_URL (or TEST_DATABASE_URL)
 and drops it at the end (unless ``--keep``). Every team signed up in January and holds its first
 period's free credits, expiring at that period's end; on 1 March every team is due: expire those
-credits, grant the current period's. The reference is the per-team path (``credits.roll_over_team``:
+credits, grant the current period's. The reference is the per-team path (``plans.roll_over_team``:
 ``credits.expire_block`` per due block, then ``plans.start_free_period``) run on ``--sample`` teams
 with the same commit per batch, and extrapolated linearly to ``--teams``. Memory: the growth of the
 process's peak RSS during the batched run and, with ``--tracemalloc``, the peak of Python allocations
@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from starter import create_app, credits, scheduler
+from starter import create_app, credits, plans, scheduler
 from starter.catalog import FREE_PLAN
 from starter.config import normalise_database_url
 from starter.extensions import db
@@ -103,7 +103,7 @@ def per_team_reference(team_ids: list[int], batch_size: int) -> float:
     started = time.perf_counter()
     for offset in range(0, len(team_ids), batch_size):
         for team_id in team_ids[offset : offset + batch_size]:
-            credits.roll_over_team(team_id, MARCH)
+            plans.roll_over_team(team_id, MARCH)
         db.session.commit()
     return time.perf_counter() - started
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from flask_login import current_user
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
@@ -24,6 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     configure(app, config)
     register_extensions(app)
+    register_billing(app)
     register_blueprints(app)
     register_request_hooks(app)
     register_error_handlers(app)
@@ -45,8 +46,7 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", settings.ratelimit_storage_options(app.config["RATELIMIT_STORAGE_URI"])
     )
-    if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
-        app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
+    settings.check(app.config, instance_path=app.instance_path, debug=app.debug)
 
 
 def register_extensions(app: Flask) -> None:
@@ -75,6 +75,13 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             _make_sqlite_writers_queue(db.engine)
+
+
+def register_billing(app: Flask) -> None:
+    """Stripe, test mode or "not configured": chosen once, here."""
+    from .billing import init_app
+
+    init_app(app)
 
 
 def _make_sqlite_writers_queue(engine: Any) -> None:
@@ -156,6 +163,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from .billing import gateway as billing_gateway
     from .teams import user_teams
 
     @app.context_processor
@@ -163,7 +171,7 @@ def register_template_helpers(app: Flask) -> None:
         # A function, not a list: only pages that draw the navigation query it, so the 500 page
         # still renders when the database is what failed.
         return {
-            "test_mode": current_app.config["STRIPE_TEST_MODE"],
+            "test_mode": billing_gateway.is_test_mode(),
             "user_teams": lambda: user_teams(current_user) if current_user.is_authenticated else [],
         }
 

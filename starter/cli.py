@@ -75,7 +75,7 @@ def billing_sync_command() -> None:
 
     from .billing import catalog_sync
 
-    if current_app.config["STRIPE_TEST_MODE"]:
+    if not current_app.config["STRIPE_SECRET_KEY"]:
         raise click.ClickException("Set STRIPE_SECRET_KEY first: test mode has no Stripe prices to sync.")
     try:
         results = catalog_sync.sync()

@@ -7,10 +7,16 @@ on top, which is how tests and scripts override a setting.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-DEV_WEBHOOK_SECRET = "whsec_dev_only_not_secret"  # noqa: S105 - signs test-mode events only
-DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105 - refused when FLASK_ENV-like production flag is set
+# Only ever used under `flask run --debug` or in tests; any other process refuses to start without SECRET_KEY.
+DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105
+WEBHOOK_SECRET_FILE = "test_mode_webhook_secret"  # noqa: S105 - a file name
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or unsafe: the app refuses to start rather than run with a default anyone knows."""
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -51,14 +57,15 @@ def from_environment(instance_path: str) -> dict:
     stripe_key = os.environ.get("STRIPE_SECRET_KEY", "").strip()
     return {
         "APP_NAME": os.environ.get("APP_NAME", "Credits Starter"),
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "BASE_URL": os.environ.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "STRIPE_SECRET_KEY": stripe_key,
-        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET") or DEV_WEBHOOK_SECRET,
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip() or None,
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "").strip() or None,
-        "STRIPE_TEST_MODE": not stripe_key,
+        # The built-in test checkout is an explicit opt-in: a forgotten key must never mean free credits.
+        "BILLING_TEST_MODE": _bool("BILLING_TEST_MODE", False),
         "SCHEDULER_ENABLED": _bool("SCHEDULER_ENABLED", True),
         "SCHEDULER_ROLLOVER_SECONDS": _int("SCHEDULER_ROLLOVER_SECONDS", 300),
         "SCHEDULER_HOLDS_SECONDS": _int("SCHEDULER_HOLDS_SECONDS", 60),
@@ -98,3 +105,39 @@ def from_environment(instance_path: str) -> dict:
         # Configured Stripe prices override the catalog's inline price_data: STRIPE_PRICE_PACK_SMALL=price_…
         **{name: value for name, value in os.environ.items() if name.startswith("STRIPE_PRICE_") and value},
     }
+
+
+def check(config: dict, *, instance_path: str, debug: bool) -> None:
+    """Fail closed: refuse to start on a missing secret, and give test mode a secret of its own.
+
+    Mutates ``config``: the development key under debug or tests, the per-instance webhook secret
+    in test mode. Raises ``ConfigurationError`` naming the setting otherwise.
+    """
+    if not config.get("SECRET_KEY"):
+        if not (debug or config.get("TESTING")):
+            raise ConfigurationError("SECRET_KEY is not set: set it to a long random value (make run writes one).")
+        config["SECRET_KEY"] = DEV_SECRET_KEY
+    if config.get("STRIPE_SECRET_KEY"):
+        if not config.get("STRIPE_WEBHOOK_SECRET"):
+            raise ConfigurationError(
+                "STRIPE_WEBHOOK_SECRET is not set: with STRIPE_SECRET_KEY set, webhooks must be verified "
+                "with your endpoint's signing secret (whsec_…)."
+            )
+    elif config.get("BILLING_TEST_MODE") and not config.get("STRIPE_WEBHOOK_SECRET"):
+        config["STRIPE_WEBHOOK_SECRET"] = instance_webhook_secret(instance_path)
+
+
+def instance_webhook_secret(instance_path: str) -> str:
+    """Test mode's webhook secret: random, made once per instance and kept in ``instance/``, never public."""
+    path = Path(instance_path) / WEBHOOK_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = f"whsec_{secrets.token_urlsafe(32)}"
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(secret)
+    except FileExistsError:  # another worker wrote it first: use theirs
+        return path.read_text().strip()
+    return secret

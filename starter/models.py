@@ -38,7 +38,9 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 ROLES = ("owner", "admin", "member")
 BLOCK_SOURCES = ("plan", "purchase", "promo", "adjustment", "refund")
 ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "capture", "release")
-HOLD_STATUSES = ("active", "captured", "released", "expired")
+# revoked: a refund or dispute took back the credits the hold reserved.
+HOLD_STATUSES = ("active", "captured", "released", "expired", "revoked")
+REVERSAL_KINDS = ("refund", "dispute")
 
 
 def utcnow() -> datetime:
@@ -123,8 +125,6 @@ class Team(db.Model):
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     subscription_status: Mapped[str | None] = mapped_column(String(32))
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
-    # ``created`` of the newest Stripe subscription event applied: an older one never overwrites it.
-    subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
 
@@ -314,7 +314,45 @@ class Purchase(db.Model):
     status: Mapped[str] = mapped_column(String(32), default="paid")
     block_id: Mapped[int | None] = mapped_column(ForeignKey("credit_blocks.id"))
     refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What refunds and disputes owe back (credits), what was actually taken (the rest was spent already),
+    # and a counter that keys each clawback or reinstatement uniquely.
+    clawback_target: Mapped[int] = mapped_column(BigInteger, default=0)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)
+    reversal_seq: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PaymentReversal(db.Model):
+    """Money a payment lost after it was made: a charge's refunds, or one dispute.
+
+    Kept by payment intent, not by purchase, because Stripe may deliver a refund or a dispute before
+    the checkout it reverses; fulfilment applies what is waiting here. Fields only ever grow
+    (cumulative refunds, funds withdrawn, funds reinstated), so events merge in any order.
+    """
+
+    __tablename__ = "payment_reversals"
+    __table_args__ = (
+        CheckConstraint(_in("kind", REVERSAL_KINDS), "kind"),
+        UniqueConstraint("kind", "stripe_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    payment_intent: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    stripe_id: Mapped[str] = mapped_column(String(255))  # ch_… for refunds (cumulative), dp_… for a dispute
+    amount_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str | None] = mapped_column(String(32))
+    funds_withdrawn: Mapped[bool] = mapped_column(Boolean, default=False)
+    funds_reinstated: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def money_back(self) -> int:
+        """Cents this reversal takes from the merchant now."""
+        if self.kind == "refund":
+            return self.amount_cents
+        return self.amount_cents if self.funds_withdrawn and not self.funds_reinstated else 0
 
 
 class StripeEvent(db.Model):
@@ -329,6 +367,23 @@ class StripeEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    # Applied, but something disagreed (metadata vs the price paid, an unexpected amount): for the admin.
+    warning: Mapped[str | None] = mapped_column(Text)
+
+
+class TestModeObject(db.Model):
+    """The built-in test mode's Stripe: the objects it would keep (subscriptions, invoices, sessions).
+
+    Only test mode reads or writes it; it lets test mode answer "retrieve the latest object" like Stripe.
+    """
+
+    __tablename__ = "test_mode_objects"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    object: Mapped[str] = mapped_column(String(64))
+    customer: Mapped[str | None] = mapped_column(String(255), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ApiKey(db.Model):

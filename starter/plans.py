@@ -11,17 +11,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from . import catalog, credits
+from .credits import plan_grant_key
 from .extensions import db
-from .models import Team, utcnow
+from .models import CreditBlock, Team, utcnow
 from .periods import period_containing
 
 
 def plan_of(team: Team) -> catalog.Plan:
     return catalog.plan(team.plan_code) or catalog.FREE_PLAN
-
-
-def plan_grant_key(team_id: int, period_start: datetime) -> str:
-    return f"plan:{team_id}:{period_start.isoformat()}"
 
 
 def start_period(
@@ -86,3 +83,30 @@ def flag_lapsed_paid_periods(now: datetime, *, grace: timedelta, limit: int = 50
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def roll_over_team(team_id: int, now: datetime) -> credits.RolloverResult:
+    """The per-team reference of the monthly job: ``expire_block`` on each due block, then ``start_free_period``.
+
+    ``credits.roll_over_free_teams`` writes the same rows in bulk; tests and the benchmark compare the two.
+    """
+    result = credits.RolloverResult()
+    team = db.session.get(Team, team_id, with_for_update=True, populate_existing=True)
+    if team is None or team.plan_code != catalog.FREE_PLAN.code:
+        return result
+    if team.current_period_end is None or team.current_period_end > now:
+        return result
+    due = db.session.scalars(
+        select(CreditBlock.id)
+        .where(CreditBlock.team_id == team_id, CreditBlock.expired_at.is_(None), CreditBlock.expires_at <= now)
+        .order_by(CreditBlock.expires_at, CreditBlock.id)
+    ).all()
+    for block_id in due:
+        receipt = credits.expire_block(team_id, block_id, now=now)
+        result.blocks_expired += 1
+        result.credits_expired -= receipt.amount if receipt else 0
+    receipt = start_free_period(team, now)
+    result.teams = 1
+    if receipt is not None and not receipt.replayed:
+        result.grants, result.credits_granted = 1, receipt.amount
+    return result

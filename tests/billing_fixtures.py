@@ -38,7 +38,7 @@ def real_stripe_config(standin: StripeStandIn) -> dict[str, object]:
     """The app talks to the stand-in through the real SDK, as it would to api.stripe.com."""
     return {
         "STRIPE_SECRET_KEY": "sk_test_x",
-        "STRIPE_TEST_MODE": False,
+        "BILLING_TEST_MODE": False,
         "STRIPE_API_BASE": standin.url,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }

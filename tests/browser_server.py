@@ -41,7 +41,7 @@ def serve(database_url: str, **overrides: object) -> Iterator[LiveServer]:
         WTF_CSRF_ENABLED=True,
         RATELIMIT_ENABLED=False,
         STRIPE_SECRET_KEY="",
-        STRIPE_TEST_MODE=True,
+        BILLING_TEST_MODE=True,
         **overrides,
     )
     server.app = app

@@ -118,7 +118,7 @@ def make_app(database_url: str, **overrides: object) -> Flask:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SCHEDULER_ENABLED": False,
         "STRIPE_SECRET_KEY": "",
-        "STRIPE_TEST_MODE": True,
+        "BILLING_TEST_MODE": True,
         "SERVER_NAME": None,
         "BASE_URL": "http://localhost",
         "RATELIMIT_STORAGE_URI": "memory://",

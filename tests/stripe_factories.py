@@ -423,3 +423,104 @@ def make_dispute(
         },
     )
     return deep_merge(obj, overrides)
+
+
+def make_invoice_line(
+    invoice_id: str,
+    price: Json,
+    amount: int,
+    period_start: int,
+    period_end: int,
+    *,
+    subscription: str,
+    subscription_item: str,
+    proration: bool = False,
+    credited_items: Json | None = None,
+    description: str | None = None,
+    quantity: int = 1,
+) -> Json:
+    """One line of a subscription invoice (today's shape: `parent.subscription_item_details`, `pricing`).
+
+    A proration line comes from an invoice item (`subscription_item_details.invoice_item`) and says so with
+    `proration: true`; a credit for unused time names what it credits in `proration_details.credited_items`."""
+    line = load_fixture("invoice")["lines"]["data"][0]
+    product = price.get("product")
+    line.update(
+        id=new_id("il_"),
+        invoice=invoice_id,
+        amount=amount,
+        subtotal=amount,
+        currency=price.get("currency", "usd"),
+        description=description,
+        discount_amounts=[],
+        discounts=[],
+        metadata={},
+        period={"start": period_start, "end": period_end},
+        quantity=quantity,
+        subscription=None,
+        taxes=[],
+        pretax_credit_amounts=[],
+        parent={
+            "type": "subscription_item_details",
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": new_id("ii_") if proration else None,
+                "proration": proration,
+                "proration_details": {"credited_items": credited_items},
+                "subscription": subscription,
+                "subscription_item": subscription_item,
+            },
+        },
+        pricing={
+            "type": "price_details",
+            "unit_amount_decimal": price.get("unit_amount_decimal"),
+            "price_details": {
+                "price": price["id"],
+                "product": product["id"] if isinstance(product, dict) else product,
+            },
+        },
+    )
+    return line
+
+
+def _fee(amount: int, currency: str) -> Json:
+    return {
+        "amount": amount,
+        "application": None,
+        "currency": currency,
+        "description": "Dispute fee",
+        "type": "stripe_fee",
+    }
+
+
+def make_balance_transaction(
+    amount: int,
+    *,
+    source: str,
+    description: str,
+    reporting_category: str = "dispute",
+    type_: str = "adjustment",
+    fee: int = 0,
+    currency: str = "usd",
+    created: int | None = None,
+) -> Json:
+    """A balance transaction (fields of Stripe's `balance_transaction` fixture; it carries no metadata)."""
+    at = now() if created is None else created
+    return {
+        "id": new_id("txn_"),
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": at,
+        "balance_type": "payments",
+        "created": at,
+        "currency": currency,
+        "description": description,
+        "exchange_rate": None,
+        "fee": fee,
+        "fee_details": [_fee(fee, currency)] if fee else [],
+        "net": amount - fee,
+        "reporting_category": reporting_category,
+        "source": source,
+        "status": "available",
+        "type": type_,
+    }

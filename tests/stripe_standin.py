@@ -38,6 +38,7 @@ from tests.stripe_factories import (
     make_refund,
     make_subscription,
 )
+from tests.stripe_standin_http import check_expand, included, list_subscriptions
 from tests.stripe_wire import (
     _PERIOD_DAYS,
     Json,
@@ -185,6 +186,7 @@ class StripeStandIn:
                 ("GET", r"/v1/checkout/sessions/([^/]+)/line_items", self._session_line_items),
                 ("POST", r"/v1/billing_portal/sessions", self._create_portal_session),
                 ("GET", r"/v1/prices", self._list_prices),
+                ("GET", r"/v1/subscriptions", lambda params: self._render(list_subscriptions(self, params), params)),
                 ("POST", r"/v1/prices", self._create_price),
                 ("POST", r"/v1/prices/([^/]+)", self._update_price),
                 ("POST", r"/v1/products", self._create_product),
@@ -234,6 +236,11 @@ class StripeStandIn:
         with self._lock:
             self.objects[obj["id"]] = copy.deepcopy(obj)
         return obj
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a request is served: hold it to change several stored objects at once."""
+        return self._lock
 
     def get(self, obj_id: str) -> Json | None:
         """A copy of the stored object, or None."""
@@ -406,6 +413,7 @@ class StripeStandIn:
                 return 400, err.body, {}
             return status, copy.deepcopy(payload), {"Idempotent-Replayed": "true", "Idempotency-Key": key}
         try:
+            check_expand(rec.params)  # Stripe refuses a too-deep expansion before doing anything
             for method, pattern, fn in self._routes:
                 match = pattern.fullmatch(rec.path)
                 if method == rec.method and match:
@@ -436,6 +444,8 @@ class StripeStandIn:
         for path in params.get("expand") or []:
             if out.get("object") == "checkout.session" and path == "line_items":
                 out["line_items"] = self._session_line_items({}, out["id"])
+            elif (extra := included(self, out, path)) is not None:
+                out[path] = extra
             else:
                 self._expand(out, path.split("."))
         return out

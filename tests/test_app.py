@@ -40,7 +40,7 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert settings["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://user@db:5432/app"
     assert settings["SECRET_KEY"] == "from-env"
     assert settings["LOW_BALANCE_THRESHOLD"] == 7
-    assert settings["STRIPE_TEST_MODE"] is False
+    assert settings["BILLING_TEST_MODE"] is False
 
 
 def test_default_database_is_a_sqlite_file_in_instance(monkeypatch, tmp_path):
@@ -57,7 +57,7 @@ def test_env_example_documents_every_setting(project_root, tmp_path):
     names = set(re.findall(r'(?:_bool|_int|os\.environ\.get)\("([A-Z_]+)"', source)) | {"DATABASE_URL"}
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (project_root / ".env.example").read_text(), re.M))
     assert names - documented == set(), "undocumented in .env.example"
-    assert config.DEV_WEBHOOK_SECRET.startswith("whsec_")
+    assert not hasattr(config, "DEV_WEBHOOK_SECRET"), "no webhook secret may be known from the source"
 
 
 def test_security_headers_on_every_page(client):

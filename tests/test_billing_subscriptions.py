@@ -1,13 +1,16 @@
 """Subscriptions, refunds and disputes through signed webhook events in today's shapes.
 
 A subscription's period lives on ``items.data[0]``; an invoice names its subscription under
-``parent.subscription_details`` and its service period on ``lines.data[0].period``.
+``parent.subscription_details`` and its service period on ``lines.data[0].period``. The app reads
+the subscription's current state from Stripe on every event, so each test keeps the stand-in's
+objects current (``standin.put``) as Stripe would; tests/test_billing_lifecycles.py plays whole
+lifecycles in every order.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -49,13 +52,23 @@ def app_config(standin: StripeStandIn) -> dict[str, object]:
     return real_stripe_config(standin)
 
 
+STANDIN: list[StripeStandIn] = []
+
+
 @pytest.fixture
-def team(make_user: Any) -> Team:
+def team(make_user: Any, standin: StripeStandIn) -> Team:
     """A team that has been a Stripe customer since it signed up, on the free plan."""
     team = db.session.get(Team, make_user("owner@example.com").current_team_id)
     team.stripe_customer_id = "cus_teamcustomer1"
     db.session.commit()
+    STANDIN[:] = [standin]
     return team
+
+
+def stripe_has(obj: dict[str, Any]) -> dict[str, Any]:
+    """Make ``obj`` Stripe's current state (what a retrieve or list answers), as the change Stripe made."""
+    STANDIN[0].put(obj)
+    return obj
 
 
 def at(timestamp: int) -> datetime:
@@ -64,12 +77,12 @@ def at(timestamp: int) -> datetime:
 
 def subscription(team: Team, plan: catalog.Plan = PRO, start: int | None = None, **overrides: Any) -> dict[str, Any]:
     start = int(time.time()) if start is None else start
-    price = make_price(plan.monthly_price_cents, id=f"price_{plan.code}")
+    price = make_price(plan.monthly_price_cents, id=f"price_{plan.code}", lookup_key=f"plan_{plan.code}")
     metadata = {"team_id": str(team.id), "plan_code": plan.code}
-    return make_subscription(
+    return stripe_has(make_subscription(
         team.stripe_customer_id, price=price, period_start=start, period_end=start + 30 * DAY, metadata=metadata,
         **overrides,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def invoice(sub: dict[str, Any], reason: str = "subscription_create", start: int | None = None, **overrides: Any):
@@ -112,7 +125,7 @@ def test_subscription_events_mirror_plan_status_and_period(client, team) -> None
     assert team.cancel_at_period_end is False
     assert team.current_period_end == at(period_end)
 
-    cancelling = {**sub, "cancel_at_period_end": True}
+    cancelling = stripe_has({**sub, "cancel_at_period_end": True})
     assert deliver(client, make_event("customer.subscription.updated", cancelling)).status_code == 200
 
     team = refresh(team)
@@ -167,17 +180,76 @@ def test_a_renewal_expires_the_old_period_and_grants_the_new_one(client, team) -
     assert credits.verify() == []
 
 
-def test_an_older_subscription_event_does_not_overwrite_a_newer_one(client, team) -> None:
+def test_a_stale_subscription_event_applies_what_stripe_has_now(client, team) -> None:
     sub = subscription(team)
-    newer = make_event("customer.subscription.updated", {**sub, "cancel_at_period_end": True})
-    older = make_event("customer.subscription.created", {**sub, "status": "incomplete"}, created=newer["created"] - 60)
+    # Bug 3: created (incomplete) delivered after updated (active) in the same second used to win.
+    newer = make_event("customer.subscription.updated", stripe_has({**sub, "cancel_at_period_end": True}))
+    older = make_event("customer.subscription.created", {**sub, "status": "incomplete"}, created=newer["created"])
 
     assert deliver(client, newer).status_code == 200
     assert deliver(client, older).status_code == 200
 
     team = refresh(team)
-    assert (team.subscription_status, team.cancel_at_period_end) == ("active", True)
-    assert stored_event(older["id"]).error.startswith("ignored")
+    assert (team.subscription_status, team.cancel_at_period_end, team.plan_code) == ("active", True, "pro")
+    assert team.is_paying  # so choosing a plan opens the portal, not a second subscription Checkout
+
+
+def test_the_portal_changing_the_price_changes_the_plan_whatever_the_metadata(client, team) -> None:
+    # Bug 1: the portal changes the item's price and never the metadata, which still says "pro".
+    sub = subscribe(client, team, PRO, start=int(time.time()) - 29 * DAY)
+    item = sub["items"]["data"][0]
+    starter_price = make_price(STARTER.monthly_price_cents, id="price_starter", lookup_key="plan_starter")
+    renewal_start = item["current_period_end"]
+    downgraded = stripe_has(
+        {**sub, "items": {**sub["items"], "data": [{**item, "price": starter_price,
+         "current_period_start": renewal_start, "current_period_end": renewal_start + 30 * DAY}]}}
+    )  # fmt: skip
+
+    deliver(client, make_event("customer.subscription.updated", downgraded))
+    renewal = make_event("invoice.paid", invoice(downgraded, "subscription_cycle"))
+    assert deliver(client, renewal).status_code == 200
+
+    team = refresh(team)
+    assert team.plan_code == "starter" and plan_credits(team.id) == STARTER.monthly_credits
+    assert "metadata says 'pro' but the price paid is 'starter'" in stored_event(renewal["id"]).warning
+
+
+def test_an_upgrade_invoice_takes_its_period_from_the_non_proration_line(client, team) -> None:
+    # Bug 2: the proration line for unused time comes first and carries the old period.
+    sub = subscribe(client, team, catalog.PLANS["starter"], start=int(time.time()) - 10 * DAY)
+    old_end = sub["items"]["data"][0]["current_period_end"]
+    start = int(time.time())
+    item = {
+        **sub["items"]["data"][0],
+        "price": make_price(PRO.monthly_price_cents, id="price_pro", lookup_key="plan_pro"),
+        "current_period_start": start,
+        "current_period_end": start + 30 * DAY,
+    }
+    upgraded = stripe_has({**sub, "items": {**sub["items"], "data": [item]}})  # fmt: skip
+    paid = invoice(upgraded, "subscription_update")
+    full_line = paid["lines"]["data"][0]
+    unused = {
+        **full_line,
+        "id": "il_unused",
+        "amount": -1_267,
+        "period": {"start": start, "end": old_end},
+        "parent": {
+            **full_line["parent"],
+            "subscription_item_details": {**full_line["parent"]["subscription_item_details"], "proration": True},
+        },
+        "pricing": {**full_line["pricing"], "price_details": {"price": "price_starter", "product": "prod_s"}},
+    }
+    paid["lines"]["data"] = [unused, full_line]
+    paid["amount_paid"] = PRO.monthly_price_cents - 1_267  # fmt: skip
+
+    assert deliver(client, make_event("invoice.paid", paid)).status_code == 200
+
+    team = refresh(team)
+    assert team.plan_code == "pro" and plan_credits(team.id) == PRO.monthly_credits
+    [block] = [b for b in db.session.scalars(select(CreditBlock).where(
+        CreditBlock.team_id == team.id, CreditBlock.expired_at.is_(None), CreditBlock.source == "plan"))]  # fmt: skip
+    assert block.expires_at == at(start + 30 * DAY) == team.current_period_end
+    assert credits.verify() == []
 
 
 def test_an_older_invoice_after_a_newer_period_grants_nothing(client, team) -> None:
@@ -190,12 +262,13 @@ def test_an_older_invoice_after_a_newer_period_grants_nothing(client, team) -> N
 
     assert deliver(client, late).status_code == 200
     assert plan_credits(team.id) == PRO.monthly_credits
-    assert stored_event(late["id"]).error.startswith("ignored")
+    assert "a later plan period was granted already" in stored_event(late["id"]).warning
 
 
 def test_a_failed_invoice_payment_marks_the_team_past_due(client, team) -> None:
     sub = subscribe(client, team)
     renewal = invoice(sub, "subscription_cycle", start=sub["items"]["data"][0]["current_period_end"], status="open")
+    stripe_has({**sub, "status": "past_due"})
 
     assert deliver(client, make_event("invoice.payment_failed", renewal)).status_code == 200
 
@@ -204,12 +277,19 @@ def test_a_failed_invoice_payment_marks_the_team_past_due(client, team) -> None:
     assert plan_credits(team.id) == PRO.monthly_credits
 
 
+def test_a_stale_payment_failure_after_the_retry_paid_leaves_the_team_active(client, team) -> None:
+    # Bug 8: invoice.payment_failed delivered after the retry's invoice.paid.
+    sub = subscribe(client, team)
+    failed = make_event("invoice.payment_failed", invoice(sub, "subscription_cycle", status="open"))
+    stripe_has({**sub, "status": "active"})  # the retry succeeded: Stripe says active now
+
+    assert deliver(client, failed).status_code == 200
+    assert refresh(team).subscription_status == "active"
+
+
 def test_a_deleted_subscription_puts_the_team_back_on_free(client, team) -> None:
-    # The team signed up 40 days ago, so the free period the cancellation lands in has had no grant yet.
-    team.period_anchor = datetime.now(UTC) - timedelta(days=40)
-    db.session.commit()
     sub = subscribe(client, team, PRO, start=int(time.time()) - 29 * DAY)
-    ended = {**sub, "status": "canceled"}
+    ended = stripe_has({**sub, "status": "canceled"})
 
     assert deliver(client, make_event("customer.subscription.deleted", ended)).status_code == 200
 
@@ -217,12 +297,25 @@ def test_a_deleted_subscription_puts_the_team_back_on_free(client, team) -> None
     assert (team.plan_code, team.stripe_subscription_id, team.subscription_status) == ("free", None, "canceled")
     assert team.cancel_at_period_end is False
     free_grants = [entry for entry in entries(team.id, "grant") if entry.meta.get("plan") == "free"]
-    assert len(free_grants) == 2  # the sign-up's, and this period's
+    assert len(free_grants) == 2  # the sign-up's, and the new free period's, which starts now
     free_block = db.session.get(CreditBlock, free_grants[-1].block_id)
     assert team.current_period_start == free_block.period_start <= datetime.now(UTC) < team.current_period_end
-    # The paid period's credits run until they expire; the free allowance comes on top.
-    assert plan_credits(team.id) == PRO.monthly_credits + catalog.FREE_PLAN.monthly_credits
+    # The paid plan's credits end with it (docs/billing.md): the same whether the deletion comes first or last.
+    assert plan_credits(team.id) == catalog.FREE_PLAN.monthly_credits
     assert credits.verify() == []
+
+
+def test_deleting_an_old_subscription_leaves_the_current_one(client, team) -> None:
+    # Bug 4: two Checkouts in two tabs; the first subscription is deleted while the second is active.
+    old = subscribe(client, team, PRO, start=int(time.time()) - 60)
+    current = subscribe(client, team, PRO, start=int(time.time()))
+    gone = stripe_has({**old, "status": "canceled"})
+
+    assert deliver(client, make_event("customer.subscription.deleted", gone)).status_code == 200
+
+    team = refresh(team)
+    assert (team.plan_code, team.stripe_subscription_id, team.subscription_status) == ("pro", current["id"], "active")
+    assert plan_credits(team.id) == PRO.monthly_credits
 
 
 # -------------------------------------------------------------------------------- refunds, disputes
@@ -240,13 +333,28 @@ def buy(client: Any, team: Team, code: str = "medium") -> Purchase:
     return db.session.scalar(select(Purchase).where(Purchase.stripe_checkout_session_id == session["id"]))
 
 
+def charge(purchase: Purchase, amount_refunded: int = 0, charge_id: str = "ch_paid1") -> dict[str, Any]:
+    team = db.session.get(Team, purchase.team_id)
+    return stripe_has(make_charge(
+        purchase.stripe_payment_intent_id, purchase.amount_cents, amount_refunded, id=charge_id,
+        customer=team.stripe_customer_id,
+    ))  # fmt: skip
+
+
 def refunded(client: Any, purchase: Purchase, amount_refunded: int, charge_id: str = "ch_paid1") -> Any:
-    charge = make_charge(purchase.stripe_payment_intent_id, purchase.amount_cents, amount_refunded, id=charge_id)
-    return deliver(client, make_event("charge.refunded", charge))
+    return deliver(client, make_event("charge.refunded", charge(purchase, amount_refunded, charge_id)))
 
 
 def dispute(client: Any, purchase: Purchase, event_type: str, status: str) -> Any:
-    obj = make_dispute("ch_paid1", purchase.stripe_payment_intent_id, purchase.amount_cents, status, id="dp_1")
+    """A chargeback: its funds are withdrawn when it opens (one balance transaction), reinstated when won."""
+    charge(purchase)
+    moved = [{"object": "balance_transaction", "amount": -purchase.amount_cents}]
+    if status == "won":
+        moved.append({"object": "balance_transaction", "amount": purchase.amount_cents})
+    obj = make_dispute(
+        "ch_paid1", purchase.stripe_payment_intent_id, purchase.amount_cents, status, id="dp_1",
+        balance_transactions=moved,
+    )  # fmt: skip
     return deliver(client, make_event(event_type, obj))
 
 
@@ -340,7 +448,7 @@ def test_a_won_dispute_reinstates_exactly_what_was_taken(client, team) -> None:
 
     db.session.expire_all()
     assert credits.balance(team.id).total == before
-    [reinstated] = [entry for entry in entries(team.id, "grant") if entry.meta.get("dispute") == "dp_1"]
+    [reinstated] = [entry for entry in entries(team.id, "grant") if entry.description.startswith("Dispute won")]
     assert reinstated.amount == 1_500
     db.session.refresh(purchase)
     assert purchase.status == "paid"

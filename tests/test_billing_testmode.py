@@ -79,7 +79,8 @@ def test_a_pack_bought_in_test_mode(auth, team) -> None:
     assert "/billing/success?session_id=cs_" in success
     assert purchased(team.id) == MEDIUM.total_credits
     session_id = session_id_from(success)
-    stored = db.session.get(StripeEvent, f"evt_{session_id}_completed")
+    stored = db.session.scalar(select(StripeEvent).where(StripeEvent.type == "checkout.session.completed"))
+    assert stored.payload["data"]["object"]["id"] == session_id
     assert stored.type == "checkout.session.completed" and stored.processed_at is not None and stored.error is None
     assert stored.payload["data"]["object"]["amount_total"] == MEDIUM.price_cents
 
@@ -170,6 +171,7 @@ def test_a_plan_through_test_mode(auth, team) -> None:
     stored = events()
     assert {event.type for event in stored} == {
         "customer.subscription.created",
+        "customer.subscription.updated",
         "checkout.session.completed",
         "invoice.paid",
     }
@@ -198,20 +200,54 @@ def test_the_test_portal_cancels_at_period_end_and_resumes(auth, team) -> None:
     assert refresh(team).cancel_at_period_end is False
 
 
-def test_the_test_portal_changes_the_plan(auth, team) -> None:
-    subscribe(auth, "pro")
-    credits.spend(team.id, 1_000, key="work")
+def test_the_test_portal_upgrades_at_once_with_prorations(auth, team) -> None:
+    subscribe(auth, "starter")
+    credits.spend(team.id, 500, key="work")
     db.session.commit()
     time.sleep(1.05)  # Stripe periods are whole seconds: the new period must start after the first one
 
-    response = portal(auth, "change_plan", plan_code="starter")
+    response = portal(auth, "change_plan", plan_code="pro")
 
     assert response.status_code == 303
     team = refresh(team)
-    assert team.plan_code == "starter" and team.subscription_status == "active"
-    assert plan_credits(team.id) == STARTER.monthly_credits
-    assert [entry.amount for entry in entries(team.id, "expire")][-1] == -(PRO.monthly_credits - 1_000)
+    assert team.plan_code == "pro" and team.subscription_status == "active"
+    assert plan_credits(team.id) == PRO.monthly_credits
+    assert [entry.amount for entry in entries(team.id, "expire")][-1] == -(STARTER.monthly_credits - 500)
+    paid = [event for event in events() if event.type == "invoice.paid"][-1].payload["data"]["object"]
+    lines = paid["lines"]["data"]
+    # Like Stripe: a proration line for the unused Starter time, then Pro's full period; metadata untouched.
+    assert lines[0]["parent"]["subscription_item_details"]["proration"] is True and lines[0]["amount"] < 0
+    assert lines[1]["parent"]["subscription_item_details"]["proration"] is False
+    assert paid["parent"]["subscription_details"]["metadata"]["plan_code"] == "starter"
+    assert team.current_period_end.timestamp() == lines[1]["period"]["end"]
     assert all(event.error is None for event in events())
+    assert credits.verify() == []
+
+
+def test_the_test_portal_downgrades_at_the_period_end(auth, team) -> None:
+    subscribe(auth, "pro")
+
+    portal(auth, "change_plan", plan_code="starter")
+
+    team = refresh(team)
+    assert team.plan_code == "pro" and plan_credits(team.id) == PRO.monthly_credits  # paid for until the end
+    portal(auth, "renew")
+    team = refresh(team)
+    assert team.plan_code == "starter" and plan_credits(team.id) == STARTER.monthly_credits
+    assert all(event.error is None for event in events())
+    assert credits.verify() == []
+
+
+def test_a_failed_renewal_then_a_retry_in_test_mode(auth, team) -> None:
+    subscribe(auth, "pro")
+
+    portal(auth, "renew_failed")
+    assert refresh(team).subscription_status == "past_due"
+    portal(auth, "retry_payment")
+
+    team = refresh(team)
+    assert team.subscription_status == "active" and team.plan_code == "pro"
+    assert len(entries(team.id, "grant")) == 3  # the free allowance, the first period, the retried renewal
     assert credits.verify() == []
 
 
@@ -230,12 +266,14 @@ def test_the_test_portal_cancels_now(auth, team) -> None:
 # --------------------------------------------------------------------------------- with a Stripe key
 
 
-@pytest.mark.parametrize("app_config", [{"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_TEST_MODE": False}])
+@pytest.mark.parametrize(
+    "app_config", [{"STRIPE_SECRET_KEY": "sk_test_x", "BILLING_TEST_MODE": False, "STRIPE_WEBHOOK_SECRET": "whsec_x"}]
+)
 def test_the_test_mode_pages_do_not_exist_with_a_stripe_key(app: Flask, auth: AuthActions, owner: User) -> None:
     with app.test_request_context():
         team = db.session.get(Team, owner.current_team_id)
         params = gateway.checkout_params(team, "cus_local_1", "pack", "medium", owner.id)
-        token_path = testmode.checkout_url(params)
+        token_path = testmode.TestModeGateway().create_checkout(params, "key")
 
     assert auth.client.get(token_path).status_code == 404
     assert auth.post(token_path, {"action": "pay"}, token_from="/billing").status_code == 404

@@ -120,6 +120,17 @@ def test_a_missing_signature_is_refused(client, team, customer) -> None:
     assert event_count() == 0 and purchased(team.id) == 0
 
 
+def test_an_event_of_an_older_api_version_is_refused_and_recorded(client, team, customer) -> None:
+    event = make_event("checkout.session.completed", paid_session(team), api_version="2024-06-20")
+
+    response = deliver(client, event)
+
+    assert response.status_code == 400 and response.json["error"]["code"] == "unsupported_api_version"
+    stored = stored_event(event["id"])
+    assert stored.processed_at is None and "2024-06-20" in stored.error
+    assert purchased(team.id) == 0
+
+
 def test_an_unknown_event_type_is_stored_and_acknowledged(client, team, customer) -> None:
     event = make_event("customer.created", {"id": customer, "object": "customer", "metadata": {}})
 

@@ -176,7 +176,7 @@ def test_the_bulk_rollover_writes_what_the_per_team_path_writes(app):
     db.session.commit()
 
     bulk = credits.roll_over_free_teams([twins[0].id], now)
-    reference = credits.roll_over_team(twins[1].id, now)
+    reference = plans.roll_over_team(twins[1].id, now)
     db.session.commit()
 
     assert bulk == reference

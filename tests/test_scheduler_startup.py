@@ -83,7 +83,13 @@ def serving_app_factory(tmp_path):
     built = []
 
     def build():
-        app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'serving.db'}", "SCHEDULER_ENABLED": True})
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'serving.db'}",
+                "SCHEDULER_ENABLED": True,
+                "SECRET_KEY": "serving-test",
+            }
+        )
         built.append(app)
         return app
 

@@ -225,6 +225,7 @@ def test_admin_sees_events_and_replays_a_failed_one(owner, admin, app):
         "object": "event",
         "type": "checkout.session.completed",
         "created": int(time.time()),
+        "api_version": stripe.api_version,
         "data": {"object": session},
     }
     payload = json.dumps(event)

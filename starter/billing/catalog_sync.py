@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import catalog
-from .gateway import client
+from .gateway import StripeGateway, current
 
 Json = dict[str, Any]
 
@@ -27,7 +27,10 @@ def _wanted() -> list[tuple[str, str, str, int, bool]]:
 
 def sync() -> list[tuple[str, str, str]]:
     """Create or update products and prices; returns (setting name, price id, what happened)."""
-    stripe = client().v1
+    gateway = current()
+    if not isinstance(gateway, StripeGateway):
+        raise RuntimeError("flask billing sync needs STRIPE_SECRET_KEY")
+    stripe = gateway.client.v1
     results = []
     for kind, code, name, amount, recurring in _wanted():
         lookup_key = f"{kind}_{code}"
@@ -48,7 +51,7 @@ def sync() -> list[tuple[str, str, str]]:
         # earlier create (say, after the amount changed and changed back) instead of creating the price.
         attempt = f"{lookup_key}:{amount}:{price.id if price is not None else 'new'}"
         product = stripe.products.create(
-            params={"name": name, "metadata": {"kind": kind, "code": code}},
+            params={"name": name, "metadata": {"kind": kind, "code": code, f"{kind}_code": code}},
             options={"idempotency_key": f"sync:product:{attempt}"},
         )
         params: Json = {

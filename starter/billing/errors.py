@@ -5,5 +5,20 @@ class BillingError(Exception):
     """Stripe refused or could not be reached; the message is safe to show."""
 
 
+class BillingNotConfigured(BillingError):
+    """Neither ``STRIPE_SECRET_KEY`` nor ``BILLING_TEST_MODE=true`` is set: buying is refused (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("Payments are not configured on this site yet, so nothing can be bought.")
+
+
 class InvalidEvent(Exception):
     """A webhook body that is not a signed, well-formed Stripe event (HTTP 400)."""
+
+
+class UnsupportedApiVersion(InvalidEvent):
+    """An event rendered at an API version older than the SDK's: its shapes are not the ones we read."""
+
+
+class Ignored(Exception):
+    """An event that must change nothing (not ours, mismatched): stored with this reason, answered 200."""

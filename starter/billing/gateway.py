@@ -1,7 +1,13 @@
-"""The one client of Stripe's API. Every create carries an idempotency key.
+"""The one door to Stripe: an interface with two implementations, chosen once when the app starts.
 
-With no ``STRIPE_SECRET_KEY`` the calls go to ``testmode`` instead, which answers with objects of
-the same shapes, so the rest of the app never asks which mode it is in.
+- ``StripeGateway``: the official SDK's ``StripeClient`` (pointed at ``STRIPE_API_BASE`` when set).
+- ``testmode.TestModeGateway``: the built-in stand-in (``BILLING_TEST_MODE=true``, no key), which keeps
+  Stripe-shaped objects in our database and answers the same calls.
+- ``NotConfigured``: neither a key nor the opt-in: every call refuses, so a forgotten key never means
+  free credits.
+
+The rest of billing calls the module functions below; they never ask which implementation runs,
+and nothing here imports fulfilment, subscriptions or webhooks: data flows one way.
 """
 
 from __future__ import annotations
@@ -16,52 +22,169 @@ from flask import current_app
 from .. import catalog
 from ..extensions import db
 from ..models import Team
-from . import testmode
-from .errors import BillingError
+from .errors import BillingError, BillingNotConfigured
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
+EXTENSION = "billing.gateway"
 
 
-def is_test_mode() -> bool:
-    return bool(current_app.config["STRIPE_TEST_MODE"])
+class Gateway:
+    """What billing asks of Stripe. Each method answers plain dicts in Stripe's current shapes."""
+
+    test_mode = False
+    configured = True
+
+    def create_customer(self, team: Team, email: str) -> str:
+        raise NotImplementedError
+
+    def create_checkout(self, params: Json, idempotency_key: str) -> str:
+        """A Checkout Session for ``params``; returns the URL to send the browser to."""
+        raise NotImplementedError
+
+    def retrieve_checkout_session(self, session_id: str) -> Json | None:
+        raise NotImplementedError
+
+    def create_portal(self, customer_id: str, return_url: str) -> str:
+        raise NotImplementedError
+
+    def list_subscriptions(self, customer_id: str) -> list[Json]:
+        """Every subscription of the customer, any status, newest first (items carry their prices)."""
+        raise NotImplementedError
+
+    def retrieve_price(self, price_id: str) -> Json | None:
+        """The price with its product expanded, or None when Stripe does not know it."""
+        raise NotImplementedError
+
+    def retrieve_charge(self, charge_id: str) -> Json | None:
+        raise NotImplementedError
 
 
-def client() -> stripe.StripeClient:
-    config = current_app.config
-    base = config.get("STRIPE_API_BASE")
-    return stripe.StripeClient(
-        config["STRIPE_SECRET_KEY"],
-        base_addresses={"api": base} if base else None,
-        max_network_retries=2,  # safe: every create below is idempotent
-    )
+class NotConfigured(Gateway):
+    """No ``STRIPE_SECRET_KEY`` and no ``BILLING_TEST_MODE=true``: payments are refused, nothing is granted."""
+
+    configured = False
+
+    def create_customer(self, team: Team, email: str) -> str:
+        raise BillingNotConfigured()
+
+    def create_checkout(self, params: Json, idempotency_key: str) -> str:
+        raise BillingNotConfigured()
+
+    def retrieve_checkout_session(self, session_id: str) -> Json | None:
+        raise BillingNotConfigured()
+
+    def create_portal(self, customer_id: str, return_url: str) -> str:
+        raise BillingNotConfigured()
+
+    def list_subscriptions(self, customer_id: str) -> list[Json]:
+        raise BillingNotConfigured()
+
+    def retrieve_price(self, price_id: str) -> Json | None:
+        raise BillingNotConfigured()
+
+    def retrieve_charge(self, charge_id: str) -> Json | None:
+        raise BillingNotConfigured()
 
 
-def _call(description: str, function: Any, *args: Any, **kwargs: Any) -> Json:
-    try:
-        return function(*args, **kwargs).to_dict()
-    except stripe.StripeError as error:
-        log.warning("Stripe %s failed: %s", description, error)
-        raise BillingError("Payments are unavailable right now. Please try again in a minute.") from error
+class StripeGateway(Gateway):
+    """Real Stripe through the official SDK. Every create carries an idempotency key."""
 
+    def __init__(self, secret_key: str, api_base: str | None) -> None:
+        self.client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=2,  # safe: every create below is idempotent
+        )
 
-def ensure_customer(team: Team, email: str) -> str:
-    """The team's Stripe customer id, created on first use with the team id in its metadata."""
-    if team.stripe_customer_id:
-        return team.stripe_customer_id
-    if is_test_mode():
-        customer_id = testmode.customer_id(team.id)
-    else:
-        customer = _call(
+    @staticmethod
+    def _call(description: str, function: Any, *args: Any, **kwargs: Any) -> Json:
+        try:
+            return function(*args, **kwargs).to_dict()
+        except stripe.StripeError as error:
+            log.warning("Stripe %s failed: %s", description, error)
+            raise BillingError("Payments are unavailable right now. Please try again in a minute.") from error
+
+    def _retrieve(self, description: str, function: Any, *args: Any, **kwargs: Any) -> Json | None:
+        try:
+            return function(*args, **kwargs).to_dict()
+        except stripe.InvalidRequestError:
+            return None
+        except stripe.StripeError as error:
+            log.warning("Stripe %s failed: %s", description, error)
+            raise BillingError("Could not reach Stripe. Try again in a moment.") from error
+
+    def create_customer(self, team: Team, email: str) -> str:
+        customer = self._call(
             "customer create",
-            client().v1.customers.create,
+            self.client.v1.customers.create,
             params={"email": email, "name": team.name, "metadata": {"team_id": str(team.id)}},
             options={"idempotency_key": f"customer:team:{team.id}"},
         )
-        customer_id = customer["id"]
-    team.stripe_customer_id = customer_id
-    db.session.flush()
-    return customer_id
+        return customer["id"]
+
+    def create_checkout(self, params: Json, idempotency_key: str) -> str:
+        session = self._call(
+            "checkout create",
+            self.client.v1.checkout.sessions.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        return session["url"]
+
+    def retrieve_checkout_session(self, session_id: str) -> Json | None:
+        return self._retrieve("checkout retrieve", self.client.v1.checkout.sessions.retrieve, session_id)
+
+    def create_portal(self, customer_id: str, return_url: str) -> str:
+        session = self._call(
+            "portal create",
+            self.client.v1.billing_portal.sessions.create,
+            params={"customer": customer_id, "return_url": return_url},
+            # A portal session is single-use, so each click is its own create; the key makes retries safe.
+            options={"idempotency_key": f"portal:{customer_id}:{uuid.uuid4()}"},
+        )
+        return session["url"]
+
+    def list_subscriptions(self, customer_id: str) -> list[Json]:
+        listing = self._call(
+            "subscription list",
+            self.client.v1.subscriptions.list,
+            params={"customer": customer_id, "status": "all", "limit": 100},
+        )
+        return list(listing.get("data") or [])
+
+    def retrieve_price(self, price_id: str) -> Json | None:
+        return self._retrieve(
+            "price retrieve", self.client.v1.prices.retrieve, price_id, params={"expand": ["product"]}
+        )
+
+    def retrieve_charge(self, charge_id: str) -> Json | None:
+        return self._retrieve("charge retrieve", self.client.v1.charges.retrieve, charge_id)
+
+
+def current() -> Gateway:
+    return current_app.extensions[EXTENSION]
+
+
+def is_test_mode() -> bool:
+    return current().test_mode
+
+
+def is_configured() -> bool:
+    return current().configured
+
+
+def ensure_customer(team: Team, email: str) -> str:
+    """The team's Stripe customer id, created on first use with the team id in its metadata.
+
+    Commits: the id must survive whatever fails next (a Checkout create, a portal create), or every
+    retry would create the customer again, and after the idempotency key's 24 hours, a second one.
+    """
+    if team.stripe_customer_id:
+        return team.stripe_customer_id
+    team.stripe_customer_id = current().create_customer(team, email)
+    db.session.commit()
+    return team.stripe_customer_id
 
 
 def price_id(kind: str, code: str, entry: catalog.Plan | catalog.Pack) -> str | None:
@@ -73,7 +196,9 @@ def _line_item(kind: str, code: str, entry: catalog.Plan | catalog.Pack, name: s
     configured = price_id(kind, code, entry)
     if configured:
         return {"price": configured, "quantity": 1}
-    price_data: Json = {"currency": catalog.CURRENCY, "unit_amount": cents, "product_data": {"name": name}}
+    # Inline prices carry no lookup key, so the product says which plan or pack it is (see plan_for_price).
+    product = {"name": name, "metadata": {f"{kind}_code": code}}
+    price_data: Json = {"currency": catalog.CURRENCY, "unit_amount": cents, "product_data": product}
     if kind == "plan":
         price_data["recurring"] = {"interval": "month"}
     return {"price_data": price_data, "quantity": 1}
@@ -98,15 +223,8 @@ def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id:
     else:
         plan = catalog.PLANS[code]
         params["mode"] = "subscription"
-        params["line_items"] = [
-            _line_item(
-                "plan",
-                code,
-                plan,
-                plan.product_name,
-                plan.monthly_price_cents,
-            )
-        ]
+        params["line_items"] = [_line_item("plan", code, plan, plan.product_name, plan.monthly_price_cents)]
+        # A snapshot for the audit trail only: the portal changes prices, never this metadata.
         params["subscription_data"] = {"metadata": {"team_id": str(team.id), "plan_code": code}}
     return params
 
@@ -118,40 +236,27 @@ def create_checkout(team: Team, email: str, kind: str, code: str, user_id: int, 
     """
     customer_id = ensure_customer(team, email)
     params = checkout_params(team, customer_id, kind, code, user_id)
-    if is_test_mode():
-        return testmode.checkout_url(params)
-    session = _call(
-        "checkout create",
-        client().v1.checkout.sessions.create,
-        params=params,
-        options={"idempotency_key": f"checkout:{team.id}:{kind}:{code}:{attempt}"},
-    )
-    return session["url"]
+    return current().create_checkout(params, f"checkout:{team.id}:{kind}:{code}:{attempt}")
 
 
 def retrieve_checkout_session(session_id: str) -> Json | None:
     """The session as Stripe has it now, or None when Stripe does not know it."""
-    if is_test_mode():
-        return testmode.retrieve_session(session_id)
-    try:
-        return client().v1.checkout.sessions.retrieve(session_id).to_dict()
-    except stripe.InvalidRequestError:
-        return None
-    except stripe.StripeError as error:
-        raise BillingError("Could not reach Stripe to confirm the payment. Refresh in a moment.") from error
+    return current().retrieve_checkout_session(session_id)
 
 
 def portal_url(team: Team, email: str, return_path: str = "/dashboard") -> str:
     """A Stripe billing portal session for the team's customer."""
     customer_id = ensure_customer(team, email)
-    return_url = current_app.config["BASE_URL"] + return_path
-    if is_test_mode():
-        return testmode.portal_url()
-    session = _call(
-        "portal create",
-        client().v1.billing_portal.sessions.create,
-        params={"customer": customer_id, "return_url": return_url},
-        # A portal session is single-use, so each click is its own create; the key makes retries safe.
-        options={"idempotency_key": f"portal:{team.id}:{uuid.uuid4()}"},
-    )
-    return session["url"]
+    return current().create_portal(customer_id, current_app.config["BASE_URL"] + return_path)
+
+
+def list_subscriptions(customer_id: str) -> list[Json]:
+    return current().list_subscriptions(customer_id)
+
+
+def retrieve_price(price: str) -> Json | None:
+    return current().retrieve_price(price)
+
+
+def retrieve_charge(charge_id: str) -> Json | None:
+    return current().retrieve_charge(charge_id)

@@ -1,22 +1,44 @@
 """Stripe-shaped objects and events as the current API sends them, for the built-in test mode.
 
 Only the fields the app and a careful reader rely on; the shapes follow Stripe's published
-fixtures (a subscription's period on ``items.data[]``, an invoice's subscription under ``parent``).
+fixtures (a subscription's period on ``items.data[]``, an invoice's subscription under ``parent``,
+line items with ``pricing`` and a ``proration`` flag).
 """
 
 from __future__ import annotations
 
+import copy
 import secrets
 import time
 from typing import Any
 
 import stripe
 
+from .. import catalog
+
 Json = dict[str, Any]
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_local_{secrets.token_hex(10)}"
+
+
+def price(plan: catalog.Plan) -> Json:
+    """A plan's recurring price, as ``flask billing sync`` makes them: lookup key and product metadata."""
+    return {
+        "id": f"price_local_{plan.code}",
+        "object": "price",
+        "lookup_key": f"plan_{plan.code}",
+        "unit_amount": plan.monthly_price_cents,
+        "currency": catalog.CURRENCY,
+        "recurring": {"interval": "month", "interval_count": 1},
+        "product": {
+            "id": f"prod_local_{plan.code}",
+            "object": "product",
+            "name": plan.product_name,
+            "metadata": {"plan_code": plan.code},
+        },
+    }
 
 
 def checkout_session(
@@ -41,7 +63,7 @@ def checkout_session(
         "payment_status": "paid" if paid else "unpaid",
         "amount_subtotal": amount,
         "amount_total": amount,
-        "currency": "usd",
+        "currency": catalog.CURRENCY,
         "customer": params["customer"],
         "client_reference_id": params.get("client_reference_id"),
         "metadata": dict(params.get("metadata", {})),
@@ -55,18 +77,7 @@ def checkout_session(
     }
 
 
-def subscription(
-    sub_id: str,
-    customer: str,
-    plan_code: str,
-    unit_amount: int,
-    start: int,
-    end: int,
-    *,
-    metadata: Json,
-    status: str = "active",
-    cancel_at_period_end: bool = False,
-) -> Json:
+def subscription(sub_id: str, customer: str, plan: catalog.Plan, start: int, end: int, *, metadata: Json) -> Json:
     item = {
         "id": new_id("si"),
         "object": "subscription_item",
@@ -74,75 +85,80 @@ def subscription(
         "current_period_start": start,
         "current_period_end": end,
         "quantity": 1,
-        "price": {
-            "id": f"price_local_{plan_code}",
-            "object": "price",
-            "lookup_key": f"plan_{plan_code}",
-            "unit_amount": unit_amount,
-            "currency": "usd",
-            "recurring": {"interval": "month", "interval_count": 1},
-        },
+        "price": price(plan),
     }
     return {
         "id": sub_id,
         "object": "subscription",
         "customer": customer,
-        "status": status,
-        "cancel_at_period_end": cancel_at_period_end,
+        "status": "active",
+        "cancel_at_period_end": False,
         "metadata": metadata,
         "items": {"object": "list", "data": [item], "has_more": False},
+        "latest_invoice": None,
         "livemode": False,
         "created": int(time.time()),
     }
 
 
-def invoice(customer: str, sub: Json, amount_paid: int, billing_reason: str) -> Json:
+def line(sub: Json, line_price: Json, amount: int, start: int, end: int, *, proration: bool) -> Json:
+    """An invoice line of a subscription item; proration lines bill the unused or remaining time of a change."""
     item = sub["items"]["data"][0]
+    return {
+        "id": new_id("il"),
+        "object": "line_item",
+        "amount": amount,
+        "currency": catalog.CURRENCY,
+        "description": ("Unused time on " if amount < 0 else "") + line_price["product"]["name"],
+        "period": {"start": start, "end": end},
+        "parent": {
+            "type": "subscription_item_details",
+            "subscription_item_details": {
+                "subscription": sub["id"],
+                "subscription_item": item["id"],
+                "proration": proration,
+            },
+        },
+        "pricing": {
+            "type": "price_details",
+            "price_details": {"price": line_price["id"], "product": line_price["product"]["id"]},
+        },
+    }
+
+
+def invoice(sub: Json, lines: list[Json], billing_reason: str, *, paid: bool = True) -> Json:
+    total = max(sum(entry["amount"] for entry in lines), 0)
     return {
         "id": new_id("in"),
         "object": "invoice",
-        "customer": customer,
-        "status": "paid",
+        "customer": sub["customer"],
+        "status": "paid" if paid else "open",
         "billing_reason": billing_reason,
-        "amount_due": amount_paid,
-        "amount_paid": amount_paid,
-        "currency": "usd",
+        "amount_due": total,
+        "amount_paid": total if paid else 0,
+        "amount_remaining": 0 if paid else total,
+        "currency": catalog.CURRENCY,
         "parent": {
             "type": "subscription_details",
             "quote_details": None,
+            # A snapshot of the subscription's metadata when the invoice was made: it goes stale.
             "subscription_details": {"subscription": sub["id"], "metadata": dict(sub["metadata"])},
         },
-        "lines": {
-            "object": "list",
-            "has_more": False,
-            "data": [
-                {
-                    "id": new_id("il"),
-                    "object": "line_item",
-                    "amount": amount_paid,
-                    "currency": "usd",
-                    "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
-                    "parent": {
-                        "type": "subscription_item_details",
-                        "subscription_item_details": {"subscription": sub["id"], "subscription_item": item["id"]},
-                    },
-                    "pricing": {"type": "price_details", "price_details": {"price": item["price"]["id"]}},
-                }
-            ],
-        },
+        "lines": {"object": "list", "has_more": False, "data": lines},
         "livemode": False,
         "created": int(time.time()),
     }
 
 
 def event(event_type: str, obj: Json, event_id: str | None = None) -> Json:
+    """An event carrying a snapshot of ``obj``: later changes to the object do not show in it."""
     return {
         "id": event_id or new_id("evt"),
         "object": "event",
         "api_version": stripe.api_version,
         "created": int(time.time()),
         "type": event_type,
-        "data": {"object": obj},
+        "data": {"object": copy.deepcopy(obj)},
         "livemode": False,
         "pending_webhooks": 1,
         "request": {"id": None, "idempotency_key": None},

@@ -1,10 +1,19 @@
-"""Subscriptions: Stripe's events keep the team's plan and status; paid invoices start periods.
+"""Subscriptions: the team's plan and status come from Stripe's current objects; paid invoices start periods.
 
-Policy (docs/billing.md): ``invoice.paid`` for a subscription starts a period: what is left of the
-old period's plan credits expires and the plan's allowance is granted, expiring at the period end.
-An upgrade bills at once and restarts the period (so it grants the new allowance now); a downgrade
-or a cancellation takes effect at the period end; deletion drops the team to the free plan.
-Subscription events carry ``created``: an older one never overwrites a newer state.
+The rules (docs/billing.md):
+
+- **Plan from the price paid.** A price stands for the catalog plan whose configured price id it is,
+  or whose lookup key (``plan_<code>``) or product metadata (``plan_code``) it carries. The portal
+  changes prices and never metadata, so metadata is only a fallback, and a disagreement is recorded.
+- **Order-independence by fetching.** Events are snapshots and arrive in any order, so every
+  subscription or invoice event makes us list the customer's subscriptions from Stripe and apply
+  what is true *now* (``sync_customer``). The same state comes out whatever the order.
+- **The team's subscription** is the newest live one (active, trialing, past due, unpaid, paused),
+  else an incomplete one, else none: then the team is on the free plan. Deleting any other
+  subscription changes nothing.
+- **Periods from invoices.** ``invoice.paid`` grants the plan of its non-proration subscription
+  line for that line's period, once, if the period is current, no later period was granted, and the
+  invoice's subscription is the team's.
 """
 
 from __future__ import annotations
@@ -13,126 +22,227 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import catalog, credits, plans
 from ..extensions import db
 from ..models import CreditBlock, Team, utcnow
 from . import gateway
-from .fulfilment import Ignored, team_for
+from .customers import team_for
+from .errors import Ignored
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
-ENDED = {"canceled", "incomplete_expired"}
+LIVE = ("active", "trialing", "past_due", "unpaid", "paused")
 
 
 def _timestamp(value: int) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def plan_for(metadata: Json | None, price_id: str | None) -> catalog.Plan | None:
-    """The catalog plan of a subscription: its metadata first, then a configured price id."""
-    plan = catalog.plan(str((metadata or {}).get("plan_code", "")))
-    if plan is None and price_id:
-        for candidate in catalog.PLANS.values():
-            if price_id == gateway.price_id("plan", candidate.code, candidate):
-                return candidate
+def plan_for_price(price: Json | str | None) -> catalog.Plan | None:
+    """The catalog plan a Stripe price stands for: configured id, lookup key, then product metadata."""
+    if isinstance(price, str):
+        price = gateway.retrieve_price(price) or {"id": price}
+    if not price:
+        return None
+    for plan in catalog.PLANS.values():
+        if price.get("id") and price["id"] == gateway.price_id("plan", plan.code, plan):
+            return plan
+    lookup_key = price.get("lookup_key") or ""
+    if lookup_key.startswith("plan_") and catalog.plan(lookup_key.removeprefix("plan_")):
+        return catalog.plan(lookup_key.removeprefix("plan_"))
+    product = price.get("product")
+    if isinstance(product, str) and not price.get("metadata"):
+        # Stripe expands at most four levels, so a subscription's item price names its product by id.
+        product = (gateway.retrieve_price(price["id"]) or {}).get("product") if price.get("id") else None
+    for metadata in (product.get("metadata") if isinstance(product, dict) else None, price.get("metadata")):
+        metadata = metadata or {}
+        code = metadata.get("plan_code") or (metadata.get("code") if metadata.get("kind") == "plan" else None)
+        if code and catalog.plan(str(code)):
+            return catalog.plan(str(code))
+    return None
+
+
+class Notes:
+    """Disagreements found while applying an event: recorded on the stored event, shown to admins."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        log.warning("Stripe: %s", line)
+        self.lines.append(line)
+
+    def text(self) -> str | None:
+        return "; ".join(self.lines) or None
+
+
+def _resolve_plan(price: Json | str | None, metadata: Json | None, notes: Notes, what: str) -> catalog.Plan | None:
+    plan = plan_for_price(price)
+    named = catalog.plan(str((metadata or {}).get("plan_code", "")))
+    if plan is None and named is not None:
+        notes.add(f"{what}: the price is not a catalog plan; used metadata plan_code {named.code!r}")
+        return named
+    if plan is not None and named is not None and named != plan:
+        notes.add(f"{what}: metadata says {named.code!r} but the price paid is {plan.code!r}; used the price")
     return plan
 
 
-def _is_newer(team: Team, created: int) -> bool:
-    if team.subscription_event_at is not None and created < team.subscription_event_at:
-        return False
-    team.subscription_event_at = created
-    return True
+def current_subscription(subscriptions: list[Json]) -> Json | None:
+    """The subscription the team is on: the newest live one, else the newest incomplete one."""
+    for statuses in (LIVE, ("incomplete",)):
+        candidates = [s for s in subscriptions if s.get("status") in statuses]
+        if candidates:
+            return max(candidates, key=lambda s: (s.get("created") or 0, s["id"]))
+    return None
 
 
-def sync(subscription: Json, created: int, *, deleted: bool = False) -> None:
-    """Mirror a subscription's state onto its team, unless a newer event was applied already."""
-    team = team_for(subscription.get("customer"), subscription.get("metadata"))
-    if not _is_newer(team, created):
-        raise Ignored(f"subscription event from {created} is older than the state applied")
-    status = "canceled" if deleted else subscription.get("status")
-    if status in ENDED:
-        _drop_to_free(team)
-        return
+def sync_customer(team: Team, notes: Notes) -> Json | None:
+    """Apply the customer's subscriptions as Stripe has them now; returns the team's current one."""
+    subscriptions = gateway.list_subscriptions(team.stripe_customer_id)
+    subscription = current_subscription(subscriptions)
+    if subscription is None:
+        dropped = (
+            team.stripe_subscription_id is None
+            and team.plan_code == catalog.FREE_PLAN.code
+            and team.subscription_status == "canceled"
+        )
+        if subscriptions and not dropped:
+            drop_to_free(team)
+        return None
     item = ((subscription.get("items") or {}).get("data") or [{}])[0]
-    plan = plan_for(subscription.get("metadata"), (item.get("price") or {}).get("id"))
+    plan = _resolve_plan(item.get("price"), subscription.get("metadata"), notes, f"subscription {subscription['id']}")
     if plan is None:
-        raise Ignored("the subscription's plan is not in the catalog")
+        raise Ignored(f"subscription {subscription['id']}: its price is not a catalog plan")
     team.stripe_subscription_id = subscription["id"]
-    team.subscription_status = status
+    team.subscription_status = subscription["status"]
     team.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
-    team.plan_code = plan.code
+    if subscription["status"] != "incomplete":  # not paid yet: the team keeps the plan it has
+        team.plan_code = plan.code
     if item.get("current_period_end"):
         team.current_period_end = _timestamp(item["current_period_end"])
+    return subscription
 
 
-def _drop_to_free(team: Team) -> None:
-    """The subscription ended: the free plan from now; paid plan credits run until they expire."""
+def drop_to_free(team: Team) -> None:
+    """The subscription ended: the plan credits left end with it, a free period starts now.
+
+    Every plan block ends, not just the paid ones, so the outcome is the same whether the deletion
+    arrives before or after the invoices that preceded it.
+    """
+    now = utcnow()
     team.stripe_subscription_id = None
     team.subscription_status = "canceled"
     team.cancel_at_period_end = False
     team.plan_code = catalog.FREE_PLAN.code
-    plans.start_free_period(team, utcnow())
+    for block_id in _unexpired_plan_blocks(team.id):
+        credits.expire_block(team.id, block_id, now=now, early_reason="the subscription ended")
+    team.period_anchor = now  # the free month counts from the day the paid plan ended
+    plans.start_free_period(team, now)
 
 
-def _subscription_line(invoice: Json) -> Json | None:
-    for line in (invoice.get("lines") or {}).get("data") or []:
-        if (line.get("parent") or {}).get("type") == "subscription_item_details" and line.get("period"):
-            return line
-    return None
+def _unexpired_plan_blocks(team_id: int, *, other_than: datetime | None = None) -> list[int]:
+    query = select(CreditBlock.id).where(
+        CreditBlock.team_id == team_id, CreditBlock.source == "plan", CreditBlock.expired_at.is_(None)
+    )
+    if other_than is not None:
+        query = query.where(CreditBlock.period_start != other_than)
+    return list(db.session.scalars(query.order_by(CreditBlock.id)))
 
 
-def invoice_paid(invoice: Json, created: int) -> None:
-    """A paid subscription invoice starts the period of its subscription item: grant the allowance once."""
+def sync(subscription: Json, notes: Notes) -> None:
+    """``customer.subscription.*``: whatever the snapshot says, apply the customer's current state."""
+    sync_customer(team_for(subscription.get("customer"), None), notes)
+
+
+def _lines(invoice: Json) -> list[Json]:
+    return [
+        line
+        for line in (invoice.get("lines") or {}).get("data") or []
+        if (line.get("parent") or {}).get("type") == "subscription_item_details"
+    ]
+
+
+def _is_proration(line: Json) -> bool:
+    details = (line.get("parent") or {}).get("subscription_item_details") or {}
+    return bool(details.get("proration") or line.get("proration"))
+
+
+def _line_price(line: Json) -> str | None:
+    return ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+
+
+def _price_of(price_id: str | None, subscription: Json | None) -> Json | str | None:
+    """The line's price: the subscription's own item price when it is that one, else fetched by id."""
+    for item in ((subscription or {}).get("items") or {}).get("data") or []:
+        if price_id and (item.get("price") or {}).get("id") == price_id:
+            return item["price"]
+    return price_id
+
+
+def invoice_paid(invoice: Json, notes: Notes) -> None:
+    """A paid subscription invoice: sync the team, then grant its period's allowance once."""
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
     if not details.get("subscription"):
         raise Ignored("not a subscription invoice")
     team = team_for(invoice.get("customer"), details.get("metadata"))
-    line = _subscription_line(invoice)
+    current = sync_customer(team, notes)
+    lines = _lines(invoice)
+    line = next((candidate for candidate in lines if not _is_proration(candidate)), None)
     if line is None:
-        raise Ignored("no subscription item line with a period")
-    price_id = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
-    plan = plan_for(details.get("metadata"), price_id)
+        # A change billed for the rest of the period (no billing_cycle_anchor=now): no new period
+        # starts, so the new plan's credits come with the next renewal (docs/billing.md).
+        notes.add(f"invoice {invoice['id']}: only proration lines, no new period; no credits granted")
+        return
+    plan = _resolve_plan(
+        _price_of(_line_price(line), current), details.get("metadata"), notes, f"invoice {invoice['id']}"
+    )
     if plan is None:
-        raise Ignored("the invoice's plan is not in the catalog")
+        notes.add(f"invoice {invoice['id']}: its price is not a catalog plan; no credits granted")
+        return
+    _check_amounts(invoice, lines, line, plan, notes)
+    if current is None or current["id"] != details["subscription"]:
+        notes.add(f"invoice {invoice['id']}: its subscription is not the team's current one; no credits granted")
+        return
+    _start_paid_period(team, invoice, line, plan, notes)
+
+
+def _check_amounts(invoice: Json, lines: list[Json], line: Json, plan: catalog.Plan, notes: Notes) -> None:
+    if line.get("amount") != plan.monthly_price_cents:
+        notes.add(
+            f"invoice {invoice['id']}: {plan.code} costs {plan.monthly_price_cents}, its line {line.get('amount')}"
+        )
+    expected = sum(int(candidate.get("amount") or 0) for candidate in lines)
+    if invoice.get("amount_paid") is not None and invoice["amount_paid"] != max(expected, 0):
+        notes.add(f"invoice {invoice['id']}: paid {invoice['amount_paid']}, its plan and prorations come to {expected}")
+
+
+def _start_paid_period(team: Team, invoice: Json, line: Json, plan: catalog.Plan, notes: Notes) -> None:
     start, end = _timestamp(line["period"]["start"]), _timestamp(line["period"]["end"])
     now = utcnow()
-    # Only paid periods (their blocks name the invoice) can be newer: the free period's block starts at
-    # the sign-up instant, which a subscription begun in that same second precedes (Stripe counts seconds).
-    newer = db.session.scalar(
-        select(CreditBlock.id).where(
-            CreditBlock.team_id == team.id,
-            CreditBlock.source == "plan",
-            CreditBlock.period_start > start,
-            CreditBlock.reference.is_not(None),
+    if end <= now:
+        notes.add(f"invoice {invoice['id']}: the period {start:%Y-%m-%d} to {end:%Y-%m-%d} is over; nothing granted")
+        return
+    # Only paid periods (their blocks name the invoice) can be newer: a free period's block may start
+    # later (a sign-up instant, a free month granted while the webhook was down) and is replaced.
+    newest = db.session.scalar(
+        select(func.max(CreditBlock.period_start)).where(
+            CreditBlock.team_id == team.id, CreditBlock.source == "plan", CreditBlock.reference.is_not(None)
         )
     )
-    if end <= now or newer is not None:
-        raise Ignored(f"the period {start:%Y-%m-%d} to {end:%Y-%m-%d} is over or older than the current one")
-    # The new period replaces the old one: its unused plan credits end now (spent ones stay spent).
-    old_blocks = db.session.scalars(
-        select(CreditBlock.id).where(
-            CreditBlock.team_id == team.id,
-            CreditBlock.source == "plan",
-            CreditBlock.expired_at.is_(None),
-            CreditBlock.period_start != start,
-        )
-    ).all()
-    for block_id in old_blocks:
+    if newest is not None and int(newest.timestamp()) > int(start.timestamp()):
+        notes.add(f"invoice {invoice['id']}: a later plan period was granted already; nothing granted")
+        return
+    for block_id in _unexpired_plan_blocks(team.id, other_than=start):
         credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
     plans.start_period(team, start, end, plan, reference=invoice["id"], now=now)
-    team.plan_code = plan.code
-    team.stripe_subscription_id = details["subscription"]
-    if team.subscription_status in (None, "past_due", "incomplete", "canceled"):
-        team.subscription_status = "active"
     log.info("Team %s: %s period %s to %s started by %s", team.id, plan.code, start, end, invoice["id"])
 
 
-def invoice_payment_failed(invoice: Json, created: int) -> None:
+def invoice_changed(invoice: Json, notes: Notes) -> None:
+    """``invoice.payment_failed`` and the like: the status that matters is the subscription's, fetched now."""
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
     if not details.get("subscription"):
         raise Ignored("not a subscription invoice")
-    team = team_for(invoice.get("customer"), details.get("metadata"))
-    team.subscription_status = "past_due"
+    sync_customer(team_for(invoice.get("customer"), details.get("metadata")), notes)

@@ -1,12 +1,20 @@
-"""Test mode: Stripe Checkout and the billing portal without a Stripe account.
+"""Test mode: a stand-in for Stripe, so the app runs with no Stripe account (``BILLING_TEST_MODE=true``).
 
-With no ``STRIPE_SECRET_KEY`` the checkout goes to our own page ("Test mode — no card is charged").
-Paying there builds the events a real payment would produce, signs them with the webhook secret
-and hands them to ``webhooks.receive``: the very code path Stripe's deliveries take.
+``TestModeGateway`` is the second implementation of the gateway's interface. It keeps the objects
+Stripe would keep (sessions, subscriptions, invoices) in ``test_mode_objects`` and answers the same
+calls, so "retrieve the latest object" works here as it does against Stripe. Paying on our checkout
+page ("Test mode — no card is charged") or acting in the test portal changes those objects the way
+Stripe does (``../shared/stripe/BEHAVIOUR.md``) and returns the signed events Stripe would send;
+the blueprint delivers them to the very webhook code Stripe's deliveries reach.
+
+How it follows Stripe: the portal changes the subscription item's *price*, never metadata; an
+upgrade bills prorations and restarts the period (``billing_cycle_anchor=now``), its proration
+line first; a downgrade waits for the period end; a failed renewal leaves the subscription past due.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -15,28 +23,71 @@ from typing import Any
 import stripe
 from flask import current_app, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select
 
 from .. import catalog
 from ..extensions import db
-from ..models import StripeEvent, Team
+from ..models import Team, TestModeObject
 from ..periods import add_months
 from . import shapes
 from .errors import BillingError
+from .gateway import Gateway
 
 Json = dict[str, Any]
+SignedEvent = tuple[bytes, str]
+
+
+def save(obj: Json) -> Json:
+    stored = db.session.get(TestModeObject, obj["id"])
+    if stored is None:
+        stored = TestModeObject(id=obj["id"], object=obj["object"], customer=obj.get("customer"), payload=obj)
+        db.session.add(stored)
+    stored.payload = json.loads(json.dumps(obj))  # a new value, so the JSON column sees the change
+    db.session.flush()
+    return obj
+
+
+def load(object_id: str | None) -> Json | None:
+    stored = db.session.get(TestModeObject, object_id) if object_id else None
+    return json.loads(json.dumps(stored.payload)) if stored is not None else None
+
+
+class TestModeGateway(Gateway):
+    test_mode = True
+
+    def create_customer(self, team: Team, email: str) -> str:
+        return f"cus_local_{team.id}"
+
+    def create_checkout(self, params: Json, idempotency_key: str) -> str:
+        # Like Stripe's idempotency: the same key (a retried click) gives the same session.
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        token = _serializer().dumps({"session_id": f"cs_local_{digest}", "params": params})
+        return url_for("billing.test_checkout", token=token)
+
+    def retrieve_checkout_session(self, session_id: str) -> Json | None:
+        return load(session_id)
+
+    def create_portal(self, customer_id: str, return_url: str) -> str:
+        return url_for("billing.test_portal")
+
+    def list_subscriptions(self, customer_id: str) -> list[Json]:
+        rows = db.session.scalars(
+            select(TestModeObject)
+            .where(TestModeObject.object == "subscription", TestModeObject.customer == customer_id)
+            .order_by(TestModeObject.created_at.desc(), TestModeObject.id.desc())
+        )
+        return [json.loads(json.dumps(row.payload)) for row in rows]
+
+    def retrieve_price(self, price_id: str) -> Json | None:
+        plan = catalog.plan(price_id.removeprefix("price_local_")) if price_id.startswith("price_local_") else None
+        return shapes.price(plan) if plan else None
+
+    def retrieve_charge(self, charge_id: str) -> Json | None:
+        return load(charge_id)
 
 
 def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="test-mode-checkout")
-
-
-def customer_id(team_id: int) -> str:
-    return f"cus_local_{team_id}"
-
-
-def checkout_url(params: Json) -> str:
-    token = _serializer().dumps({"session_id": shapes.new_id("cs"), "params": params})
-    return url_for("billing.test_checkout", token=token)
 
 
 def load_checkout(token: str) -> Json | None:
@@ -48,127 +99,137 @@ def load_checkout(token: str) -> Json | None:
     return data if isinstance(data, dict) and "params" in data else None
 
 
-def portal_url() -> str:
-    return url_for("billing.test_portal")
-
-
-def retrieve_session(session_id: str) -> Json | None:
-    """A test-mode session as 'Stripe' has it: the one its completion event carried."""
-    event = db.session.get(StripeEvent, _completed_event_id(session_id))
-    return event.payload["data"]["object"] if event is not None else None
-
-
-def _completed_event_id(session_id: str) -> str:
-    return f"evt_{session_id}_completed"
-
-
-def deliver(events: list[Json]) -> None:
-    """Sign each event with the webhook secret and send it through the webhook code path."""
-    from .webhooks import receive
-
+def sign(events: list[Json]) -> list[SignedEvent]:
+    """Each event as Stripe would POST it: the JSON body and its ``Stripe-Signature`` header."""
     secret = current_app.config["STRIPE_WEBHOOK_SECRET"]
+    signed = []
     for event in events:
         payload = json.dumps(event)
-        header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=int(time.time()))
-        status, body = receive(payload.encode(), header)
-        if status != 200:
-            raise BillingError(f"The test payment could not be processed ({body.get('error', status)}).")
+        signed.append((payload.encode(), stripe.WebhookSignature.generate_signature_header(payload, secret)))
+    return signed
 
 
 def _period(start: datetime) -> tuple[int, int]:
     return int(start.timestamp()), int(add_months(start, 1).timestamp())
 
 
-def pay(checkout: Json) -> str:
-    """Complete a test checkout as a successful payment; returns the success URL."""
+def pay(checkout: Json) -> tuple[str, list[SignedEvent]]:
+    """Complete a test checkout as a successful payment: (the success URL, the events to deliver)."""
     params, session_id = checkout["params"], checkout["session_id"]
     success_url = params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
-    completed = db.session.get(StripeEvent, _completed_event_id(session_id))
-    if completed is not None and completed.processed_at is not None:
-        return success_url  # paid already (a double submit): like Stripe, never a second subscription
+    if (load(session_id) or {}).get("status") == "complete":
+        return success_url, []  # paid already (a double submit): like Stripe, never a second subscription
     if params["mode"] == "payment":
         session = shapes.checkout_session(params, session_id, paid=True, payment_intent=f"pi_{session_id[3:]}")
-        events = [shapes.event("checkout.session.completed", session, _completed_event_id(session_id))]
-    else:
-        plan = catalog.PLANS[params["metadata"]["code"]]
-        start, end = _period(datetime.now(UTC))
-        sub = shapes.subscription(
-            shapes.new_id("sub"),
-            params["customer"],
-            plan.code,
-            plan.monthly_price_cents,
-            start,
-            end,
-            metadata=dict(params["subscription_data"]["metadata"]),
-        )
-        invoice = shapes.invoice(params["customer"], sub, plan.monthly_price_cents, "subscription_create")
-        session = shapes.checkout_session(params, session_id, paid=True, subscription=sub["id"], invoice=invoice["id"])
-        events = [
-            shapes.event("customer.subscription.created", sub),
-            shapes.event("checkout.session.completed", session, _completed_event_id(session_id)),
-            shapes.event("invoice.paid", invoice),
-        ]
-    deliver(events)
-    return success_url
-
-
-def _current_subscription(team: Team, plan: catalog.Plan, *, new_period: bool, **changes: Any) -> Json:
-    start = team.current_period_start or datetime.now(UTC)
-    if new_period:
-        start = datetime.now(UTC)
-    begin, end = _period(start)
-    if not new_period and team.current_period_end:
-        end = int(team.current_period_end.timestamp())
-    return shapes.subscription(
-        team.stripe_subscription_id or shapes.new_id("sub"),
-        team.stripe_customer_id or customer_id(team.id),
-        plan.code,
-        plan.monthly_price_cents,
-        begin,
+        events = [shapes.event("checkout.session.completed", save(session))]
+        return success_url, sign(events)
+    plan = catalog.PLANS[params["metadata"]["code"]]
+    start, end = _period(datetime.now(UTC))
+    sub = shapes.subscription(
+        shapes.new_id("sub"),
+        params["customer"],
+        plan,
+        start,
         end,
-        metadata={"team_id": str(team.id), "plan_code": plan.code},
-        **changes,
+        metadata=dict(params["subscription_data"]["metadata"]),
     )
+    sub["status"] = "incomplete"
+    created = shapes.event("customer.subscription.created", sub)
+    line = shapes.line(sub, sub["items"]["data"][0]["price"], plan.monthly_price_cents, start, end, proration=False)
+    invoice = save(shapes.invoice(sub, [line], "subscription_create"))
+    sub.update(status="active", latest_invoice=invoice["id"])
+    session = shapes.checkout_session(params, session_id, paid=True, subscription=sub["id"], invoice=invoice["id"])
+    events = [
+        created,
+        shapes.event("customer.subscription.updated", save(sub)),
+        shapes.event("invoice.paid", invoice),
+        shapes.event("checkout.session.completed", save(session)),
+    ]
+    return success_url, sign(events)
 
 
-def portal_action(team: Team, action: str, plan_code: str | None = None) -> None:
-    """What the test-mode portal does: the same events Stripe's portal would send.
-
-    Plan changes apply at once and start a new period (the policy in docs/billing.md); "renew"
-    plays the monthly renewal invoice that Stripe would send at the period end.
-    """
-    if not team.stripe_subscription_id:
+def _subscription_of(team: Team) -> Json:
+    sub = load(team.stripe_subscription_id)
+    if sub is None or sub["status"] in ("canceled", "incomplete_expired"):
         raise BillingError("This team has no subscription to manage.")
-    current = catalog.plan(team.plan_code) or catalog.FREE_PLAN
+    return sub
+
+
+def portal_action(team: Team, action: str, plan_code: str | None = None) -> list[SignedEvent]:
+    """What the test portal does to the subscription, and the events Stripe would send for it."""
+    sub = _subscription_of(team)
     if action == "cancel_at_period_end":
-        events = [
-            shapes.event(
-                "customer.subscription.updated",
-                _current_subscription(team, current, new_period=False, cancel_at_period_end=True),
-            )
-        ]
+        sub["cancel_at_period_end"] = True
     elif action == "resume":
-        events = [shapes.event("customer.subscription.updated", _current_subscription(team, current, new_period=False))]
+        sub["cancel_at_period_end"] = False
     elif action == "cancel_now":
-        events = [
-            shapes.event(
-                "customer.subscription.deleted",
-                _current_subscription(team, current, new_period=False, status="canceled"),
-            )
-        ]
-    elif action in ("change_plan", "renew"):
-        plan = catalog.plan(plan_code or "") if action == "change_plan" else current
-        if plan is None or plan.is_free:
-            raise BillingError("Choose a paid plan.")
-        sub = _current_subscription(team, plan, new_period=True)
-        if action == "renew" and team.current_period_end:
-            begin, end = _period(team.current_period_end)
-            sub["items"]["data"][0].update(current_period_start=begin, current_period_end=end)
-        reason = "subscription_update" if action == "change_plan" else "subscription_cycle"
-        events = [
-            shapes.event("customer.subscription.updated", sub),
-            shapes.event("invoice.paid", shapes.invoice(sub["customer"], sub, plan.monthly_price_cents, reason)),
-        ]
+        sub.update(status="canceled", cancel_at_period_end=False, canceled_at=int(time.time()))
+        return sign([shapes.event("customer.subscription.deleted", save(sub))])
+    elif action == "change_plan":
+        return sign(_change_plan(sub, plan_code))
+    elif action == "renew":
+        return sign(_renew(sub, paid=True))
+    elif action == "renew_failed":
+        return sign(_renew(sub, paid=False))
+    elif action == "retry_payment":
+        return sign(_retry(sub))
     else:
         raise BillingError("Unknown action.")
-    deliver(events)
+    return sign([shapes.event("customer.subscription.updated", save(sub))])
+
+
+def _change_plan(sub: Json, plan_code: str | None) -> list[Json]:
+    plan = catalog.plan(plan_code or "")
+    item = sub["items"]["data"][0]
+    old_price = item["price"]
+    if plan is None or plan.is_free:
+        raise BillingError("Choose a paid plan.")
+    if old_price["id"] == shapes.price(plan)["id"]:
+        sub.pop("pending_price", None)  # choosing the current plan again cancels a scheduled downgrade
+        return [shapes.event("customer.subscription.updated", save(sub))]
+    if plan.monthly_price_cents < old_price["unit_amount"]:
+        # A downgrade waits for the period end (the portal's schedule); nothing else changes now.
+        sub["pending_price"] = shapes.price(plan)
+        return [shapes.event("customer.subscription.updated", save(sub))]
+    # An upgrade bills at once: credit for the unused time on the old price, then a full new period.
+    now = int(time.time())
+    unused = -round(
+        old_price["unit_amount"]
+        * max(item["current_period_end"] - now, 0)
+        / max(item["current_period_end"] - item["current_period_start"], 1)
+    )
+    start, end = _period(datetime.fromtimestamp(now, UTC))
+    credit = shapes.line(sub, old_price, unused, now, item["current_period_end"], proration=True)
+    item.update(price=shapes.price(plan), current_period_start=start, current_period_end=end)
+    sub.pop("pending_price", None)
+    full = shapes.line(sub, item["price"], plan.monthly_price_cents, start, end, proration=False)
+    invoice = save(shapes.invoice(sub, [credit, full], "subscription_update"))
+    sub["latest_invoice"] = invoice["id"]
+    return [shapes.event("customer.subscription.updated", save(sub)), shapes.event("invoice.paid", invoice)]
+
+
+def _renew(sub: Json, *, paid: bool) -> list[Json]:
+    """The period end: a cancelling subscription ends; otherwise the next period is invoiced."""
+    item = sub["items"]["data"][0]
+    if sub.get("cancel_at_period_end"):
+        sub.update(status="canceled", canceled_at=int(time.time()))
+        return [shapes.event("customer.subscription.deleted", save(sub))]
+    if sub.get("pending_price"):
+        item["price"] = sub.pop("pending_price")
+    start, end = _period(datetime.fromtimestamp(item["current_period_end"], UTC))
+    item.update(current_period_start=start, current_period_end=end)
+    line = shapes.line(sub, item["price"], item["price"]["unit_amount"], start, end, proration=False)
+    invoice = save(shapes.invoice(sub, [line], "subscription_cycle", paid=paid))
+    sub["latest_invoice"] = invoice["id"]
+    sub["status"] = "active" if paid else "past_due"
+    kind = "invoice.paid" if paid else "invoice.payment_failed"
+    return [shapes.event("customer.subscription.updated", save(sub)), shapes.event(kind, invoice)]
+
+
+def _retry(sub: Json) -> list[Json]:
+    invoice = load(sub.get("latest_invoice"))
+    if invoice is None or invoice["status"] != "open":
+        raise BillingError("There is no failed payment to retry.")
+    invoice.update(status="paid", amount_paid=invoice["amount_due"], amount_remaining=0)
+    sub["status"] = "active"
+    return [shapes.event("invoice.paid", save(invoice)), shapes.event("customer.subscription.updated", save(sub))]

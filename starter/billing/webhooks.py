@@ -20,27 +20,44 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import StripeEvent, utcnow
-from . import fulfilment, subscriptions
-from .errors import InvalidEvent
-from .fulfilment import Ignored
+from . import fulfilment, reversals, subscriptions
+from .errors import Ignored, InvalidEvent, UnsupportedApiVersion
+from .subscriptions import Notes
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 TOLERANCE_SECONDS = 300
+DISPUTE_EVENTS = (
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+)
 
-HANDLERS: dict[str, Callable[[Json, Json], object]] = {
-    "checkout.session.completed": lambda obj, event: fulfilment.fulfil_checkout(obj),
-    "checkout.session.async_payment_succeeded": lambda obj, event: fulfilment.fulfil_checkout(obj),
-    "checkout.session.async_payment_failed": lambda obj, event: fulfilment.payment_failed(obj),
-    "invoice.paid": lambda obj, event: subscriptions.invoice_paid(obj, event["created"]),
-    "invoice.payment_failed": lambda obj, event: subscriptions.invoice_payment_failed(obj, event["created"]),
-    "customer.subscription.created": lambda obj, event: subscriptions.sync(obj, event["created"]),
-    "customer.subscription.updated": lambda obj, event: subscriptions.sync(obj, event["created"]),
-    "customer.subscription.deleted": lambda obj, event: subscriptions.sync(obj, event["created"], deleted=True),
-    "charge.refunded": lambda obj, event: fulfilment.charge_refunded(obj),
-    "charge.dispute.created": lambda obj, event: fulfilment.dispute_opened(obj),
-    "charge.dispute.closed": lambda obj, event: fulfilment.dispute_closed(obj),
+# Each handler gets the event's object, the event, and the notes to record disagreements in.
+HANDLERS: dict[str, Callable[[Json, Json, Notes], object]] = {
+    "checkout.session.completed": lambda obj, event, notes: fulfilment.fulfil_checkout(obj, notes),
+    "checkout.session.async_payment_succeeded": lambda obj, event, notes: fulfilment.fulfil_checkout(obj, notes),
+    "checkout.session.async_payment_failed": lambda obj, event, notes: fulfilment.payment_failed(obj),
+    "invoice.paid": lambda obj, event, notes: subscriptions.invoice_paid(obj, notes),
+    "invoice.payment_failed": lambda obj, event, notes: subscriptions.invoice_changed(obj, notes),
+    "customer.subscription.created": lambda obj, event, notes: subscriptions.sync(obj, notes),
+    "customer.subscription.updated": lambda obj, event, notes: subscriptions.sync(obj, notes),
+    "customer.subscription.deleted": lambda obj, event, notes: subscriptions.sync(obj, notes),
+    "charge.refunded": lambda obj, event, notes: reversals.charge_refunded(obj),
+    **{name: lambda obj, event, notes: reversals.dispute_changed(obj, event["type"]) for name in DISPUTE_EVENTS},
 }
+
+
+def check_api_version(event: Json) -> None:
+    """Events come in the endpoint's API version; one older than the SDK's has shapes we do not read."""
+    version = str(event.get("api_version") or "")
+    if version[:10] < str(stripe.api_version)[:10]:
+        raise UnsupportedApiVersion(
+            f"This event is rendered at API version {version or 'unknown'}, older than {stripe.api_version} "
+            "that this app reads: set the webhook endpoint's API version to it (stripe listen --latest)."
+        )
 
 
 def parse(payload: bytes, signature: str | None) -> Json:
@@ -75,6 +92,12 @@ def receive(payload: bytes, signature: str | None) -> tuple[int, Json]:
     except InvalidEvent as error:
         return 400, {"error": {"code": "invalid_event", "message": str(error)}}
     try:
+        check_api_version(event)
+    except UnsupportedApiVersion as error:
+        # Not a silent 200: kept with the reason for the admin page, and answered 400 so Stripe shows it failing.
+        _record_failure(event, error)
+        return 400, {"error": {"code": "unsupported_api_version", "message": str(error)}}
+    try:
         outcome = _apply(event)
     except Exception as error:
         db.session.rollback()
@@ -101,10 +124,14 @@ def _apply(event: Json) -> Json:
     handler = HANDLERS.get(event["type"])
     outcome: Json = {"handled": handler is not None}
     if handler is not None:
+        notes = Notes()
         savepoint = db.session.begin_nested()
         try:
-            handler(event["data"]["object"], event)
+            handler(event["data"]["object"], event, notes)
             savepoint.commit()
+            stored.warning = notes.text()
+            if stored.warning:
+                outcome["warning"] = stored.warning
         except Ignored as reason:
             # Nothing to do for this event (not ours, mismatched, stale): stored with the reason, answered 200.
             savepoint.rollback()

@@ -28,7 +28,6 @@ from .rollover import (
     due_free_team_ids,
     expire_due_blocks,
     roll_over_free_teams,
-    roll_over_team,
 )
 from .rules import (
     MAX_AMOUNT,
@@ -44,6 +43,7 @@ from .rules import (
     InvalidRequest,
     Receipt,
     UnknownFeature,
+    plan_grant_key,
 )
 from .verify import Problem, verify
 
@@ -77,11 +77,11 @@ __all__ = [
     "grant",
     "hold",
     "open_account",
+    "plan_grant_key",
     "quote",
     "release",
     "release_expired_holds",
     "roll_over_free_teams",
-    "roll_over_team",
     "spend",
     "verify",
 ]

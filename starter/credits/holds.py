@@ -9,7 +9,7 @@ from sqlalchemy import and_, insert, select, update
 
 from ..extensions import db
 from ..models import utcnow
-from .core import allocations_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
+from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
 from .rules import (
     SYSTEM,
     Actor,
@@ -181,6 +181,8 @@ def _active_hold(team_id: int, hold_id: int, now: datetime) -> Any:
     row = db.session.execute(select(holds_t).where(holds_t.c.id == hold_id, holds_t.c.team_id == team_id)).one_or_none()
     if row is None:
         raise HoldNotFound("No such hold.")
+    if row.status == "revoked":
+        raise HoldNotActive("This hold was ended: the credits it reserved were taken back by a refund or dispute.")
     if row.status != "active":
         raise HoldNotActive(f"This hold is already {row.status}.")
     if row.expires_at <= now:
@@ -213,6 +215,33 @@ def holds_on_block(block_id: int) -> list[int]:
     )
 
 
+def holds_on_reference(team_id: int, reference: str) -> list[int]:
+    """Active holds reserving credits of the blocks granted under ``reference`` (a purchase)."""
+    return list(
+        db.session.scalars(
+            select(holds_t.c.id)
+            .join(entries_t, and_(entries_t.c.hold_id == holds_t.c.id, entries_t.c.kind == "hold"))
+            .join(allocations_t, allocations_t.c.entry_id == entries_t.c.id)
+            .join(blocks_t, blocks_t.c.id == allocations_t.c.block_id)
+            .where(
+                blocks_t.c.team_id == team_id,
+                blocks_t.c.reference == reference,
+                blocks_t.c.held > 0,
+                holds_t.c.status == "active",
+            )
+            .distinct()
+            .order_by(holds_t.c.id)
+        )
+    )
+
+
+CLOSED_DESCRIPTIONS = {
+    "expired": "Hold expired",
+    "released": "Hold released",
+    "revoked": "Hold ended: its credits were taken back by a refund or dispute",
+}
+
+
 def close_hold(
     team_id: int,
     hold_id: int,
@@ -235,7 +264,7 @@ def close_hold(
         fingerprint=fingerprint or fingerprint_of("release", hold_id=hold_id),
         now=now,
         actor=actor,
-        description="Hold expired" if status == "expired" else "Hold released",
+        description=CLOSED_DESCRIPTIONS[status],
         hold_id=hold_id,
         meta={"held": amount},
     )

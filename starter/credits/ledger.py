@@ -11,7 +11,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
-from .holds import close_hold, holds_on_block
+from .holds import close_hold, holds_on_block, holds_on_reference
 from .rules import (
     SYSTEM,
     Actor,
@@ -205,7 +205,9 @@ def clawback(
 ) -> Receipt:
     """Take back up to ``amount`` from the blocks granted under ``reference`` (a refund or lost dispute).
 
-    Takes what remains unheld; what was already spent is the shortfall, recorded in the entry's metadata.
+    Held credits are no shield: when what is unheld does not cover ``amount``, the holds on those
+    blocks end (status ``revoked``; capturing one is refused) and their credits are taken too. What
+    was already spent is the shortfall, recorded in the entry's metadata.
     """
     check_amount(amount)
     check_key(key)
@@ -215,6 +217,13 @@ def clawback(
     if replayed := replay(team_id, key, fingerprint):
         return replayed
     available, draws = draws_for(team_id, amount, now, reference=reference)
+    if available < amount:
+        for hold_id in holds_on_reference(team_id, reference):
+            receipt = close_hold(
+                team_id, hold_id, before=before, status="revoked", key=f"{key}:revoke:{hold_id}", actor=actor, now=now
+            )
+            before = (receipt.balance_after, receipt.held_after)
+        available, draws = draws_for(team_id, amount, now, reference=reference)
     taken = min(amount, available)
     changes = [(block.id, -take, 0) for block, take in draws]
     meta = {**(meta or {}), "reference": reference, "requested": amount, "shortfall": amount - taken}

@@ -1,7 +1,7 @@
 """The monthly rollover and block expiry in bulk: a batch of teams in a handful of statements.
 
-``roll_over_team`` is the per-team reference (``credits.expire_block`` on each due block, then
-``plans.start_free_period``). The bulk functions write exactly the rows it would (same keys,
+``plans.roll_over_team`` is the per-team reference (``credits.expire_block`` on each due block,
+then ``plans.start_free_period``). The bulk functions write exactly the rows it would (same keys,
 fingerprints, descriptions, metadata and running balances) so ``verify`` cannot tell the two
 apart, but with one statement per kind of row for the whole batch instead of a dozen per team.
 
@@ -24,6 +24,7 @@ from ..models import Team
 from ..periods import period_containing
 from .core import allocations_t, balances, blocks_t, entries_t, fingerprint_of
 from .ledger import expire_block
+from .rules import plan_grant_key
 
 teams_t = Team.__table__
 
@@ -86,8 +87,6 @@ def roll_over_free_teams(team_ids: Sequence[int], now: datetime) -> RolloverResu
     periods are not granted, so months never stack. A team that already has a plan block for that
     period is moved to it without a second grant.
     """
-    from ..plans import plan_grant_key  # plans imports this package: import it when first called
-
     plan = catalog.FREE_PLAN
     # Team rows first, then balances: the order ``plans.start_period`` takes them in (its UPDATE of
     # the team precedes the ledger's balance lock), so the job and an ``invoice.paid`` do not deadlock.
@@ -173,32 +172,6 @@ def expire_due_blocks(team_ids: Sequence[int], now: datetime) -> RolloverResult:
             batch.expire(block)
     batch.flush()
     return batch.result
-
-
-def roll_over_team(team_id: int, now: datetime) -> RolloverResult:
-    """The per-team reference path: ``expire_block`` on each due block, then ``plans.start_free_period``."""
-    from ..plans import start_free_period
-
-    result = RolloverResult()
-    team = db.session.get(Team, team_id, with_for_update=True, populate_existing=True)
-    if team is None or team.plan_code != catalog.FREE_PLAN.code:
-        return result
-    if team.current_period_end is None or team.current_period_end > now:
-        return result
-    due = db.session.scalars(
-        select(blocks_t.c.id)
-        .where(blocks_t.c.team_id == team_id, blocks_t.c.expired_at.is_(None), blocks_t.c.expires_at <= now)
-        .order_by(blocks_t.c.expires_at, blocks_t.c.id)
-    ).all()
-    for block_id in due:
-        receipt = expire_block(team_id, block_id, now=now)
-        result.blocks_expired += 1
-        result.credits_expired -= receipt.amount if receipt else 0
-    receipt = start_free_period(team, now)
-    result.teams = 1
-    if receipt is not None and not receipt.replayed:
-        result.grants, result.credits_granted = 1, receipt.amount
-    return result
 
 
 def _lock_accounts(team_ids: Sequence[int]) -> dict[int, list[int]]:

@@ -97,6 +97,11 @@ class HoldResult:
     replayed: bool = False
 
 
+def plan_grant_key(team_id: int, period_start: datetime) -> str:
+    """The idempotency key of a period's plan grant: one per team and period, whoever grants it."""
+    return f"plan:{team_id}:{period_start.isoformat()}"
+
+
 def check_amount(value: Any, *, allow_zero: bool = False) -> int:
     """A whole number of credits within bounds, or ``InvalidAmount``."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -26,8 +26,17 @@ class TestPaymentForm(FlaskForm):
     action = HiddenField(validators=[DataRequired(), AnyOf(["pay", "cancel"])])
 
 
+TEST_PORTAL_ACTIONS = [
+    "cancel_at_period_end",
+    "resume",
+    "cancel_now",
+    "change_plan",
+    "renew",
+    "renew_failed",
+    "retry_payment",
+]
+
+
 class TestPortalForm(FlaskForm):
-    action = HiddenField(
-        validators=[DataRequired(), AnyOf(["cancel_at_period_end", "resume", "cancel_now", "change_plan", "renew"])]
-    )
+    action = HiddenField(validators=[DataRequired(), AnyOf(TEST_PORTAL_ACTIONS)])
     plan_code = SelectField("Plan", choices=[], validate_choice=False)

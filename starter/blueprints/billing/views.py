@@ -12,7 +12,8 @@ from wtforms.fields.choices import SelectChoice
 
 from ... import catalog, plans
 from ...access import team_role_required
-from ...billing import BillingError, fulfilment, gateway, testmode
+from ...billing import BillingError, fulfilment, gateway, testmode, webhooks
+from ...billing.errors import Ignored
 from ...extensions import db
 from ...teams import has_role
 from .forms import CheckoutForm, PortalForm, TestPaymentForm, TestPortalForm
@@ -50,6 +51,8 @@ def checkout():  # type: ignore[no-untyped-def]
     kind, code = form.kind.data, form.code.data
     if (kind == "pack" and catalog.pack(code) is None) or (kind == "plan" and catalog.plan(code) is None):
         abort(400, "That pack or plan does not exist.")
+    if not gateway.is_configured():
+        return not_configured()
     try:
         if kind == "plan" and (g.team.is_paying or catalog.PLANS[code].is_free):
             if not g.team.is_paying:
@@ -80,7 +83,7 @@ def success():  # type: ignore[no-untyped-def]
         abort(404)
     try:
         outcome = fulfilment.fulfil_checkout(session)
-    except fulfilment.Ignored:
+    except Ignored:
         db.session.rollback()
         current_app.logger.warning("Success page for %s: the payment did not match its pack", session_id)
         outcome = fulfilment.Fulfilment("mismatch")
@@ -94,11 +97,18 @@ def cancel():  # type: ignore[no-untyped-def]
     return render_template("billing/cancel.html")
 
 
+def not_configured():  # type: ignore[no-untyped-def]
+    """Neither a Stripe key nor test mode: say so plainly; nothing is created, nothing granted."""
+    return render_template("billing/not_configured.html"), 503
+
+
 @bp.post("/portal")
 @team_role_required("admin")
 def portal():  # type: ignore[no-untyped-def]
     if not PortalForm().validate_on_submit():
         abort(400)
+    if not gateway.is_configured():
+        return not_configured()
     try:
         url = gateway.portal_url(g.team, current_user.email)
     except BillingError as error:
@@ -114,6 +124,14 @@ def _test_mode_only() -> None:
         abort(404)
 
 
+def _deliver(events: list[testmode.SignedEvent]) -> None:
+    """Test mode's events go through the webhook code, exactly as Stripe's deliveries do."""
+    for payload, signature in events:
+        status, body = webhooks.receive(payload, signature)
+        if status != 200:
+            raise BillingError(f"The test payment could not be processed ({body.get('error', status)}).")
+
+
 @bp.route("/test-checkout/<token>", methods=["GET", "POST"])
 @team_role_required("admin")
 def test_checkout(token: str):  # type: ignore[no-untyped-def]
@@ -126,8 +144,11 @@ def test_checkout(token: str):  # type: ignore[no-untyped-def]
         if form.action.data == "cancel":
             return redirect(checkout["params"]["cancel_url"], 303)
         try:
-            return redirect(testmode.pay(checkout), 303)
+            success_url, events = testmode.pay(checkout)
+            _deliver(events)
+            return redirect(success_url, 303)
         except BillingError as error:
+            db.session.rollback()
             flash(str(error), "error")
     metadata = checkout["params"]["metadata"]
     item = catalog.pack(metadata["code"]) if metadata["kind"] == "pack" else catalog.plan(metadata["code"])
@@ -142,8 +163,9 @@ def test_portal():  # type: ignore[no-untyped-def]
     form.plan_code.choices = [SelectChoice(p.code, p.name) for p in catalog.PLANS.values() if not p.is_free]
     if form.validate_on_submit():
         try:
-            testmode.portal_action(g.team, form.action.data, form.plan_code.data)
+            _deliver(testmode.portal_action(g.team, form.action.data, form.plan_code.data))
         except BillingError as error:
+            db.session.rollback()
             flash(str(error), "error")
         else:
             flash("Done: the subscription was updated through the webhook.", "success")
