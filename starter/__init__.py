@@ -43,6 +43,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", settings.ratelimit_storage_options(app.config["RATELIMIT_STORAGE_URI"])
+    )
     settings.check(app.config, instance_path=app.instance_path, debug=app.debug)
 
 

@@ -44,6 +44,14 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def ratelimit_storage_options(storage_uri: str) -> dict:
+    """Redis: give up on a connection within a second, so an unreachable Redis (dropped packets, not
+    just a refused port) costs a request a second before the in-memory fallback, not a hang."""
+    if storage_uri.startswith(("redis://", "rediss://", "redis+unix://")):
+        return {"socket_connect_timeout": 1, "socket_timeout": 1}
+    return {}
+
+
 def from_environment(instance_path: str) -> dict:
     """Read the settings the app needs; pure, so tests can call it with a patched environment."""
     stripe_key = os.environ.get("STRIPE_SECRET_KEY", "").strip()
@@ -72,10 +80,16 @@ def from_environment(instance_path: str) -> dict:
         "MAIL_USE_TLS": _bool("MAIL_USE_TLS", True),
         "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "Credits Starter <noreply@localhost>"),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        # Keeps apps (or test runs) that share one Redis from counting into each other's limits.
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),
+        # A Redis outage degrades to per-process counting and a logged warning, never a 500 per request.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
         "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
         "RATELIMIT_HEADERS_ENABLED": True,
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute;50 per hour"),
         "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "120 per minute"),
+        "INVITATION_RATE_LIMIT": os.environ.get("INVITATION_RATE_LIMIT", "20 per hour;100 per day"),
         "PASSWORD_HASH_METHOD": "scrypt",
         "PASSWORD_RESET_MAX_AGE": _int("PASSWORD_RESET_MAX_AGE", 3600),
         "INVITATION_MAX_AGE_DAYS": _int("INVITATION_MAX_AGE_DAYS", 7),

@@ -46,13 +46,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @contextmanager
-def private_postgres_database() -> Iterator[str]:
+def private_postgres_database(purpose: str = "test") -> Iterator[str]:
     """A database of this test run's own on the TEST_DATABASE_URL server, dropped afterwards.
 
-    Two test runs at once (a developer and CI, or parallel sessions) never share tables.
+    Two test runs at once (a developer and CI, or parallel sessions) never share tables; tests that
+    need a database beside the shared one name another ``purpose``.
     """
     admin = create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT")
-    name = f"starter_test_{os.getpid()}"
+    name = f"starter_{purpose}_{os.getpid()}"
     with admin.connect() as connection:
         connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         connection.execute(text(f"CREATE DATABASE {name}"))

@@ -512,6 +512,23 @@ def test_revoking_needs_an_admin_a_csrf_token_and_an_open_invitation(acme, brows
     assert olivia.post("/team/invitations/999999/revoke").status_code == 404
 
 
+@pytest.mark.parametrize("app_config", [{"INVITATION_RATE_LIMIT": "2 per hour"}], ids=["limit-2"])
+def test_invitations_are_rate_limited_per_person_across_their_teams(acme, browser, outbox, make_team):
+    olivia, ada = browser("olivia@example.com"), browser("ada@example.com")
+
+    def invite(who: Browser, email: str) -> int:
+        return who.post("/team/invitations", {"email": email, "role": "member"}).status_code
+
+    assert [invite(olivia, f"new{number}@example.com") for number in range(3)] == [302, 302, 429]
+    other = make_team(acme.owner, "Other")  # another team of hers is no way around it
+    olivia.post("/team/switch", {"team_id": str(other.id)})
+    assert fresh(acme.owner).current_team_id == other.id
+    assert invite(olivia, "new3@example.com") == 429
+    assert invite(ada, "new4@example.com") == 302  # her fellow admin has a budget of her own
+    assert len(outbox) == 3
+    assert count(Invitation) == 3
+
+
 # --- Roles and removal -----------------------------------------------------------------------------------
 
 

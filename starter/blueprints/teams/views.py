@@ -7,10 +7,19 @@ from flask_login import current_user, login_required
 
 from ... import accounts, api_keys, mail, teams
 from ...access import team_role_required
-from ...extensions import db
+from ...extensions import db, limiter
 from .forms import ApiKeyForm, ConfirmForm, InviteForm, RoleForm, SwitchTeamForm, TeamForm
 
 bp = Blueprint("teams", __name__, url_prefix="/team")
+
+
+def _invitation_limit() -> str:
+    return current_app.config["INVITATION_RATE_LIMIT"]
+
+
+def _inviter_key() -> str:
+    # Per person, not per team: making more teams must not buy more invitation mail.
+    return f"invitations:user:{current_user.id}"
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -57,6 +66,7 @@ def members():  # type: ignore[no-untyped-def]
 
 @bp.post("/invitations")
 @team_role_required("admin")
+@limiter.limit(_invitation_limit, key_func=_inviter_key)  # inside the role check: only admins' sends count
 def invite():  # type: ignore[no-untyped-def]
     form = InviteForm()
     if not form.validate_on_submit():
