@@ -12,6 +12,7 @@ from pathlib import Path
 
 # Only ever used under `flask run --debug` or in tests; any other process refuses to start without SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105
+FLASK_RUN = "FLASK_RUN_FROM_CLI"  # set by `flask run`, not by gunicorn
 WEBHOOK_SECRET_FILE = "test_mode_webhook_secret"  # noqa: S105 - a file name
 
 
@@ -113,9 +114,14 @@ def check(config: dict, *, instance_path: str, debug: bool) -> None:
     Mutates ``config``: the development key under debug or tests, the per-instance webhook secret
     in test mode. Raises ``ConfigurationError`` naming the setting otherwise.
     """
-    if not config.get("SECRET_KEY"):
-        if not (debug or config.get("TESTING")):
-            raise ConfigurationError("SECRET_KEY is not set: set it to a long random value (make run writes one).")
+    # The development key only for tests and the interactive `flask run --debug`: FLASK_DEBUG=1 under
+    # gunicorn or in compose must not quietly sign sessions with a key printed in the source.
+    development = bool(config.get("TESTING")) or (debug and os.environ.get(FLASK_RUN) == "true")
+    if not config.get("SECRET_KEY") or config["SECRET_KEY"] == DEV_SECRET_KEY:
+        if not development:
+            raise ConfigurationError(
+                "SECRET_KEY is not set (or is the development key): set a long random value (make run writes one)."
+            )
         config["SECRET_KEY"] = DEV_SECRET_KEY
     if config.get("STRIPE_SECRET_KEY"):
         if not config.get("STRIPE_WEBHOOK_SECRET"):

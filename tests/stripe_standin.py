@@ -38,7 +38,7 @@ from tests.stripe_factories import (
     make_refund,
     make_subscription,
 )
-from tests.stripe_standin_http import check_expand, included, list_subscriptions
+from tests.stripe_standin_http import check_expand, included, list_invoice_lines, list_subscriptions
 from tests.stripe_wire import (
     _PERIOD_DAYS,
     Json,
@@ -187,6 +187,7 @@ class StripeStandIn:
                 ("POST", r"/v1/billing_portal/sessions", self._create_portal_session),
                 ("GET", r"/v1/prices", self._list_prices),
                 ("GET", r"/v1/subscriptions", lambda params: self._render(list_subscriptions(self, params), params)),
+                ("GET", r"/v1/invoices/([^/]+)/lines", lambda params, inv: list_invoice_lines(self, params, inv)),
                 ("POST", r"/v1/prices", self._create_price),
                 ("POST", r"/v1/prices/([^/]+)", self._update_price),
                 ("POST", r"/v1/products", self._create_product),

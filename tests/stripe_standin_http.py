@@ -114,3 +114,19 @@ def list_subscriptions(standin: StripeStandIn, params: Json) -> Json:
             found = found[at + 1 :] if forward else found[:at][-limit:]
     page = [copy.deepcopy(s) for s in found[:limit]]
     return _list_object(page, "/v1/subscriptions", len(found) > limit)
+
+
+def list_invoice_lines(standin: StripeStandIn, params: Json, invoice_id: str) -> Json:
+    """`GET /v1/invoices/<id>/lines`: the invoice's lines, paged like every list (an event carries page one)."""
+    invoice = standin.get(invoice_id)
+    if invoice is None or invoice.get("object") != "invoice":
+        raise _missing("invoice", invoice_id)
+    lines = list(invoice["lines"]["data"])
+    limit = int(params.get("limit") or 10)
+    cursor = params.get("starting_after")
+    if cursor:
+        ids = [line["id"] for line in lines]
+        if cursor not in ids:
+            raise _missing("line_item", cursor, param="starting_after")
+        lines = lines[ids.index(cursor) + 1 :]
+    return _list_object(lines[:limit], f"/v1/invoices/{invoice_id}/lines", len(lines) > limit)

@@ -453,3 +453,69 @@ def test_a_won_dispute_reinstates_exactly_what_was_taken(client, team) -> None:
     db.session.refresh(purchase)
     assert purchase.status == "paid"
     assert credits.verify() == []
+
+
+def test_an_invoice_whose_lines_do_not_fit_the_event_is_read_in_full(client, team) -> None:
+    sub = subscribe(client, team, catalog.PLANS["starter"], start=int(time.time()) - 10 * DAY)
+    renewal_start = int(time.time())
+    item = {
+        **sub["items"]["data"][0],
+        "current_period_start": renewal_start,
+        "current_period_end": renewal_start + 30 * DAY,
+    }
+    renewed = stripe_has({**sub, "items": {**sub["items"], "data": [item]}})  # fmt: skip
+    paid = invoice(renewed, "subscription_cycle")
+    full = paid["lines"]["data"][0]
+    prorations = [
+        {**full, "id": f"il_proration_{n}", "amount": 0,
+         "parent": {**full["parent"], "subscription_item_details": {
+             **full["parent"]["subscription_item_details"], "proration": True}}}
+        for n in range(3)
+    ]  # fmt: skip
+    paid["lines"]["data"] = [*prorations, full]
+    stripe_has(paid)  # Stripe keeps every line; the event below carries only the first page
+    snapshot = {**paid, "lines": {**paid["lines"], "data": prorations[:2], "has_more": True}}
+
+    assert deliver(client, make_event("invoice.paid", snapshot)).status_code == 200
+
+    assert plan_credits(team.id) == catalog.PLANS["starter"].monthly_credits
+    [block] = db.session.scalars(
+        select(CreditBlock).where(
+            CreditBlock.team_id == team.id, CreditBlock.source == "plan", CreditBlock.expired_at.is_(None)
+        )
+    ).all()
+    assert (block.period_start, block.reference) == (at(renewal_start), paid["id"])  # the renewal's period
+
+
+def test_an_abandoned_checkout_that_expires_does_not_refresh_the_free_allowance(client, team) -> None:
+    credits.spend(team.id, 90, key="used-most")
+    db.session.commit()
+    sub = subscription(team, status="incomplete")
+    deliver(client, make_event("customer.subscription.created", sub))
+    expired = stripe_has({**sub, "status": "incomplete_expired"})
+
+    assert deliver(client, make_event("customer.subscription.updated", expired)).status_code == 200
+
+    team = refresh(team)
+    assert (team.plan_code, team.stripe_subscription_id) == ("free", None)
+    assert plan_credits(team.id) == catalog.FREE_PLAN.monthly_credits - 90
+    assert len([e for e in entries(team.id, "grant") if e.meta.get("plan") == "free"]) == 1
+
+
+def test_a_small_refund_ends_only_the_holds_it_needs(client, team) -> None:
+    purchase = buy(client, team)
+    credits.spend(team.id, catalog.FREE_PLAN.monthly_credits, key="free-used")
+    first = credits.hold(team.id, 1_000, key="job-1")
+    second = credits.hold(team.id, 1_200, key="job-2")  # the pack is now fully held
+    db.session.commit()
+
+    refunded(client, purchase, 18)  # owes back 22 credits: the oldest hold covers them
+
+    db.session.expire_all()
+    assert purchased(team.id) == MEDIUM.total_credits - 22  # 1,200 of them still held by the second job
+    assert credits.capture(team.id, second.id, 1_200, key="c-second").status == "captured"
+    with pytest.raises(credits.HoldNotActive, match="refund or dispute"):
+        credits.capture(team.id, first.id, 0, key="c-first")
+    db.session.commit()
+    assert purchased(team.id) == MEDIUM.total_credits - 22 - 1_200
+    assert credits.verify() == []

@@ -294,3 +294,12 @@ def test_paying_a_plan_twice_subscribes_once(auth, team) -> None:
     assert plan_credits(team.id) == PRO.monthly_credits
     assert [event.type for event in events()].count("customer.subscription.created") == 1
     assert all(event.error is None for event in events())
+
+
+@pytest.mark.parametrize("app_config", [{"STRIPE_PRICE_PACK_MEDIUM": "price_configured_medium"}])
+def test_a_configured_pack_price_is_paid_at_its_catalog_amount_in_test_mode(auth, team) -> None:
+    paid = press(auth, open_test_checkout(auth), "pay")
+
+    assert paid.status_code == 303
+    assert purchased(team.id) == MEDIUM.total_credits
+    assert all(event.error is None for event in events())

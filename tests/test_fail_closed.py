@@ -66,3 +66,15 @@ def test_without_a_key_or_the_opt_in_buying_is_refused_and_nothing_granted(auth,
     count = select(func.count()).select_from(LedgerEntry).where(LedgerEntry.team_id == team.id)
     assert db.session.scalar(count) == 1  # the free allowance only
     assert "Test mode" not in auth.client.get("/dashboard").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("key", [None, config.DEV_SECRET_KEY])
+def test_debug_outside_flask_run_does_not_allow_the_development_key(tmp_path, monkeypatch, key):
+    # FLASK_DEBUG=1 left in a gunicorn or compose environment makes app.debug true: still refused.
+    monkeypatch.delenv(config.FLASK_RUN, raising=False)
+    with pytest.raises(config.ConfigurationError, match="SECRET_KEY"):
+        config.check({"SECRET_KEY": key}, instance_path=str(tmp_path), debug=True)
+    monkeypatch.setenv(config.FLASK_RUN, "true")  # the interactive `flask run --debug`
+    settings = {"SECRET_KEY": key}
+    config.check(settings, instance_path=str(tmp_path), debug=True)
+    assert settings["SECRET_KEY"] == config.DEV_SECRET_KEY

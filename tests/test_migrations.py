@@ -49,3 +49,46 @@ def test_migrations_roundtrip_on_postgresql():
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_the_stripe_fidelity_revision_keeps_every_row_and_carries_refunds_and_disputes_over(tmp_path):
+    """Upgrading a database with data in it: SQLite's table copies must not cascade-delete a team's rows."""
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'data.db'}"})
+    now = "2026-01-01 00:00:00"
+    rows = [
+        "INSERT INTO users (id, email, name, password_hash, session_token, is_site_admin, created_at)"
+        f" VALUES (1, 'a@example.com', 'A', 'x', 't', 0, '{now}')",
+        "INSERT INTO teams (id, name, slug, is_personal, created_at, plan_code, period_anchor, cancel_at_period_end,"
+        f" stripe_customer_id) VALUES (1, 'T', 't', 1, '{now}', 'free', '{now}', 0, 'cus_1')",
+        f"INSERT INTO memberships (id, team_id, user_id, role, created_at) VALUES (1, 1, 1, 'owner', '{now}')",
+        f"INSERT INTO credit_balances (team_id, balance, held, updated_at) VALUES (1, 1100, 0, '{now}')",
+        "INSERT INTO credit_blocks (id, team_id, source, amount, remaining, held, reference, created_at)"
+        f" VALUES (1, 1, 'purchase', 2200, 1100, 0, 'cs_a', '{now}'), (2, 1, 'purchase', 2200, 0, 0, 'cs_b', '{now}')",
+        "INSERT INTO ledger_entries (id, team_id, kind, amount, held_delta, balance_after, held_after, actor_type,"
+        " description, metadata, idempotency_key, request_hash, created_at) VALUES"
+        f" (1, 1, 'clawback', -1100, 0, 1100, 0, 'stripe', 'r', '{{}}', 'refund:ch_a:900', 'h', '{now}'),"
+        f" (2, 1, 'clawback', -2200, 0, 1100, 0, 'stripe', 'd', '{{}}', 'dispute:dp_b', 'h', '{now}')",
+        "INSERT INTO ledger_allocations (id, entry_id, block_id, amount, held_delta) VALUES (1, 1, 1, -1100, 0),"
+        " (2, 2, 2, -2200, 0)",
+        "INSERT INTO purchases (id, team_id, pack_code, credits, amount_cents, currency, stripe_checkout_session_id,"
+        " stripe_payment_intent_id, status, refunded_cents, created_at, block_id) VALUES"
+        f" (1, 1, 'medium', 2200, 1800, 'usd', 'cs_a', 'pi_a', 'partially_refunded', 900, '{now}', 1),"
+        f" (2, 1, 'medium', 2200, 1800, 'usd', 'cs_b', 'pi_b', 'disputed', 0, '{now}', 2)",
+    ]
+    with app.app_context():
+        upgrade(revision="a4049e3fafa9")
+        with db.engine.begin() as connection:
+            for statement in rows:
+                connection.execute(text(statement))
+        upgrade()
+        with db.engine.connect() as connection:
+            count = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in
+                     ("memberships", "credit_balances", "credit_blocks", "ledger_entries", "purchases")}  # fmt: skip
+            reversals = connection.execute(
+                text("SELECT payment_intent, kind, amount_cents, funds_withdrawn FROM payment_reversals ORDER BY id")
+            ).all()
+            figures = connection.execute(text("SELECT clawback_target, clawed_back FROM purchases ORDER BY id")).all()
+        db.engine.dispose()
+    assert count == {"memberships": 1, "credit_balances": 1, "credit_blocks": 2, "ledger_entries": 2, "purchases": 2}
+    assert [tuple(r) for r in reversals] == [("pi_a", "refund", 900, False), ("pi_b", "dispute", 1800, True)]
+    assert [tuple(f) for f in figures] == [(1100, 1100), (2200, 2200)]

@@ -91,10 +91,13 @@ def _carry_over_reversals():
                 " funds_withdrawn, funds_reinstated, updated_at) VALUES (:t, :pi, 'refund', :sid, :a, NULL,"
                 " false, false, :now)"
             ), {"t": p["team_id"], "pi": p["pi"], "sid": f"migrated:{p['id']}", "a": p["refunded_cents"], "now": now})
+        # This purchase's own disputes: clawbacks of its blocks, less the ones a won dispute reinstated.
         keys = bind.execute(sa.text(
-            "SELECT idempotency_key FROM ledger_entries WHERE team_id = :t AND kind = 'clawback'"
-            " AND idempotency_key LIKE 'dispute:%'"
-        ), {"t": p["team_id"]}).scalars().all()
+            "SELECT DISTINCT e.idempotency_key FROM ledger_entries e JOIN ledger_allocations a ON a.entry_id = e.id"
+            " JOIN credit_blocks b ON b.id = a.block_id WHERE e.team_id = :t AND e.kind = 'clawback'"
+            " AND e.idempotency_key LIKE 'dispute:%' AND b.reference = :ref AND NOT EXISTS ("
+            "SELECT 1 FROM ledger_entries w WHERE w.team_id = :t AND w.idempotency_key = e.idempotency_key || :suffix)"
+        ), {"t": p["team_id"], "ref": p["session"], "suffix": ":won"}).scalars().all()
         for key in keys if p["status"] in ("disputed", "dispute_lost") else []:
             bind.execute(sa.text(
                 "INSERT INTO payment_reversals (team_id, payment_intent, kind, stripe_id, amount_cents, status,"

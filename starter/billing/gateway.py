@@ -59,6 +59,10 @@ class Gateway:
     def retrieve_charge(self, charge_id: str) -> Json | None:
         raise NotImplementedError
 
+    def list_invoice_lines(self, invoice_id: str) -> list[Json]:
+        """Every line of an invoice (an event carries only the first page)."""
+        raise NotImplementedError
+
 
 class NotConfigured(Gateway):
     """No ``STRIPE_SECRET_KEY`` and no ``BILLING_TEST_MODE=true``: payments are refused, nothing is granted."""
@@ -84,6 +88,9 @@ class NotConfigured(Gateway):
         raise BillingNotConfigured()
 
     def retrieve_charge(self, charge_id: str) -> Json | None:
+        raise BillingNotConfigured()
+
+    def list_invoice_lines(self, invoice_id: str) -> list[Json]:
         raise BillingNotConfigured()
 
 
@@ -160,6 +167,16 @@ class StripeGateway(Gateway):
 
     def retrieve_charge(self, charge_id: str) -> Json | None:
         return self._retrieve("charge retrieve", self.client.v1.charges.retrieve, charge_id)
+
+    def list_invoice_lines(self, invoice_id: str) -> list[Json]:
+        lines: list[Json] = []
+        params: Json = {"limit": 100}
+        while True:
+            page = self._call("invoice lines", self.client.v1.invoices.line_items.list, invoice_id, params=params)
+            lines += page.get("data") or []
+            if not page.get("has_more") or not lines:
+                return lines
+            params = {"limit": 100, "starting_after": lines[-1]["id"]}
 
 
 def current() -> Gateway:
@@ -260,3 +277,7 @@ def retrieve_price(price: str) -> Json | None:
 
 def retrieve_charge(charge_id: str) -> Json | None:
     return current().retrieve_charge(charge_id)
+
+
+def list_invoice_lines(invoice_id: str) -> list[Json]:
+    return current().list_invoice_lines(invoice_id)

@@ -50,10 +50,18 @@ def checkout_session(
     invoice: str | None = None,
     payment_intent: str | None = None,
 ) -> Json:
+    metadata = params.get("metadata") or {}
+    entry = (
+        catalog.pack(metadata.get("code", ""))
+        if params["mode"] == "payment"
+        else catalog.plan(metadata.get("code", ""))
+    )
+    # What the line items cost: inline price_data, or the catalog price a configured price id stands for.
     amount = sum(
         item["price_data"]["unit_amount"] * item.get("quantity", 1)
-        for item in params["line_items"]
         if "price_data" in item
+        else getattr(entry, "price_cents", getattr(entry, "monthly_price_cents", 0))
+        for item in params["line_items"]
     )
     return {
         "id": session_id,

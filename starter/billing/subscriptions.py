@@ -108,8 +108,12 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
             and team.plan_code == catalog.FREE_PLAN.code
             and team.subscription_status == "canceled"
         )
-        if subscriptions and not dropped:
+        # Only a subscription that was paid for ends as "canceled"; one never paid ends "incomplete_expired"
+        # and must not touch credits (else abandoning a Checkout would refresh the free allowance).
+        if any(s.get("status") == "canceled" for s in subscriptions) and not dropped:
             drop_to_free(team)
+        elif subscriptions and team.stripe_subscription_id is not None and team.plan_code == catalog.FREE_PLAN.code:
+            team.stripe_subscription_id, team.subscription_status = None, None
         return None
     item = ((subscription.get("items") or {}).get("data") or [{}])[0]
     plan = _resolve_plan(item.get("price"), subscription.get("metadata"), notes, f"subscription {subscription['id']}")
@@ -126,10 +130,11 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
 
 
 def drop_to_free(team: Team) -> None:
-    """The subscription ended: the plan credits left end with it, a free period starts now.
+    """The paid subscription ended: the plan credits left end with it, a free month starts now.
 
     Every plan block ends, not just the paid ones, so the outcome is the same whether the deletion
-    arrives before or after the invoices that preceded it.
+    arrives before or after the invoices that preceded it. Only a subscription that was paid for
+    gets here (``sync_customer``), so the fresh free month cannot be farmed by abandoned Checkouts.
     """
     now = utcnow()
     team.stripe_subscription_id = None
@@ -157,11 +162,11 @@ def sync(subscription: Json, notes: Notes) -> None:
 
 
 def _lines(invoice: Json) -> list[Json]:
-    return [
-        line
-        for line in (invoice.get("lines") or {}).get("data") or []
-        if (line.get("parent") or {}).get("type") == "subscription_item_details"
-    ]
+    """The invoice's subscription lines; all pages of them (Stripe lists prorations first, so the
+    non-proration line of a busy invoice may not be in the event's first page)."""
+    listed = invoice.get("lines") or {}
+    lines = gateway.list_invoice_lines(invoice["id"]) if listed.get("has_more") else listed.get("data") or []
+    return [line for line in lines if (line.get("parent") or {}).get("type") == "subscription_item_details"]
 
 
 def _is_proration(line: Json) -> bool:

@@ -85,6 +85,9 @@ class TestModeGateway(Gateway):
     def retrieve_charge(self, charge_id: str) -> Json | None:
         return load(charge_id)
 
+    def list_invoice_lines(self, invoice_id: str) -> list[Json]:
+        return ((load(invoice_id) or {}).get("lines") or {}).get("data") or []
+
 
 def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="test-mode-checkout")

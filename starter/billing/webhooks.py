@@ -164,6 +164,10 @@ def replay(event_id: str) -> tuple[int, Json]:
         return 404, {"error": {"code": "not_found", "message": "No such event."}}
     event = stored.payload
     try:
+        check_api_version(event)
+    except UnsupportedApiVersion as error:
+        return 400, {"error": {"code": "unsupported_api_version", "message": str(error)}}
+    try:
         outcome = _apply(event)
     except Exception as error:
         db.session.rollback()

@@ -217,13 +217,16 @@ def clawback(
     if replayed := replay(team_id, key, fingerprint):
         return replayed
     available, draws = draws_for(team_id, amount, now, reference=reference)
-    if available < amount:
-        for hold_id in holds_on_reference(team_id, reference):
-            receipt = close_hold(
-                team_id, hold_id, before=before, status="revoked", key=f"{key}:revoke:{hold_id}", actor=actor, now=now
-            )
-            before = (receipt.balance_after, receipt.held_after)
+    for hold_id in holds_on_reference(team_id, reference) if available < amount else []:
+        # One hold at a time, oldest first, only until the clawback is covered: a small refund must not
+        # end every piece of work in flight.
+        receipt = close_hold(
+            team_id, hold_id, before=before, status="revoked", key=f"{key}:revoke:{hold_id}", actor=actor, now=now
+        )
+        before = (receipt.balance_after, receipt.held_after)
         available, draws = draws_for(team_id, amount, now, reference=reference)
+        if available >= amount:
+            break
     taken = min(amount, available)
     changes = [(block.id, -take, 0) for block, take in draws]
     meta = {**(meta or {}), "reference": reference, "requested": amount, "shortfall": amount - taken}
