@@ -11,6 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, current_app, g, request
 from flask_login import current_user
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from . import config as settings
@@ -23,6 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (``.env`` loaded), then ``config`` on top."""
     app = Flask(__name__, instance_relative_config=True)
     configure(app, config)
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)
@@ -44,6 +46,17 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if app.config["SECRET_KEY"] == settings.DEV_SECRET_KEY and not (app.debug or app.testing):
         app.logger.warning("SECRET_KEY is the development default: set SECRET_KEY before deploying.")
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind ``TRUSTED_PROXY_COUNT`` proxies, take the client's address, scheme and host from their headers.
+
+    Without it every client behind a proxy has the proxy's address (one shared rate-limit bucket);
+    with a count higher than the real number of proxies, a client could forge its address.
+    """
+    hops = app.config["TRUSTED_PROXY_COUNT"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 
 def register_extensions(app: Flask) -> None:
