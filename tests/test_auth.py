@@ -394,6 +394,11 @@ def test_log_out_is_post_only_and_needs_the_csrf_token(client, auth, fast_user):
 THREE_PER_MINUTE = pytest.mark.parametrize("app_config", [{"LOGIN_RATE_LIMIT": "3 per minute"}], ids=["limit-3"])
 
 
+def login_from(auth: AuthActions, address: str, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    form = {"email": email, "password": password}
+    return auth.post("/auth/login", form, token_from="/auth/login", environ_base={"REMOTE_ADDR": address})
+
+
 @THREE_PER_MINUTE
 def test_the_fourth_log_in_attempt_in_a_minute_gets_the_429_page(client, auth, fast_user):
     fast_user("alice@example.com")
@@ -410,15 +415,41 @@ def test_the_fourth_log_in_attempt_in_a_minute_gets_the_429_page(client, auth, f
 
 
 @THREE_PER_MINUTE
-def test_the_log_in_limit_also_counts_per_email_across_addresses(client, auth, fast_user):
+def test_failures_from_elsewhere_never_lock_the_owner_out(app, client, auth, fast_user):
+    fast_user("alice@example.com")
+    attacker = AuthActions(app.test_client())
+    for number in range(3):
+        response = login_from(attacker, "10.6.6.6", "Alice@example.com", "wrong-password-1")
+        assert response.status_code == 200, number
+    assert login_from(attacker, "10.6.6.6", "alice@example.com").status_code == 429
+
+    # Alice, from her own address where nothing failed, logs in with her password.
+    response = login_from(auth, "10.0.0.9", "alice@example.com")
+
+    assert response.status_code == 302
+    assert is_logged_in(client)
+
+
+@THREE_PER_MINUTE
+def test_one_client_spraying_many_accounts_is_limited_as_a_whole(client, auth, fast_user):
     fast_user("alice@example.com")
     for number in range(3):
-        response = auth.login("Alice@example.com", "wrong-password-1", environ_base={"REMOTE_ADDR": f"10.0.0.{number}"})
+        response = login_from(auth, "10.6.6.6", f"victim{number}@example.com", "wrong-password-1")
         assert response.status_code == 200
 
-    response = auth.login("alice@example.com", environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    response = login_from(auth, "10.6.6.6", "alice@example.com")
 
     assert response.status_code == 429
+
+
+@THREE_PER_MINUTE
+def test_successful_log_ins_do_not_use_up_the_limit(client, auth, fast_user):
+    fast_user("alice@example.com")
+    for _ in range(4):
+        assert auth.login("alice@example.com").status_code == 302
+        auth.logout()
+
+    assert auth.login("alice@example.com").status_code == 302
 
 
 @THREE_PER_MINUTE

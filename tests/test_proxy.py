@@ -31,6 +31,7 @@ def test_behind_one_trusted_proxy_each_client_has_its_own_log_in_limit(app, fast
     assert login_via_proxy(app, "203.0.113.5", "alice@example.com").status_code == 429
 
     assert login_via_proxy(app, "198.51.100.7", "bob@example.com").status_code == 302
+    assert login_via_proxy(app, "198.51.100.8", "alice@example.com").status_code == 302
 
 
 @pytest.mark.parametrize("app_config", [{"LOGIN_RATE_LIMIT": "3 per minute"}], ids=["default"])

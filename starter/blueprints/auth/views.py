@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ... import accounts, mail, teams
@@ -34,8 +35,20 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
-def _email_key() -> str:
-    return "login-email:" + accounts.normalise_email(request.form.get("email", ""))
+# Log-in limits count failed attempts only, per client and per (email, client): a flood of wrong
+# passwords from one place locks out that place, never the account's owner logging in from another
+# (a per-email limit alone lets anyone lock a victim out). The client is the remote address, the
+# real one behind a proxy when TRUSTED_PROXY_COUNT is set.
+def _client_key() -> str:
+    return "login-client:" + get_remote_address()
+
+
+def _email_client_key() -> str:
+    return f"login-email:{accounts.normalise_email(request.form.get('email', ''))}:{get_remote_address()}"
+
+
+def _login_failed(_response: Response) -> bool:
+    return bool(g.get("login_failed"))
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -64,8 +77,8 @@ def signup():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_client_key, deduct_when=_login_failed)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_client_key, deduct_when=_login_failed)
 def login():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
@@ -75,6 +88,7 @@ def login():  # type: ignore[no-untyped-def]
     if form.validate_on_submit():
         user = accounts.authenticate(form.email.data, form.password.data)
         if user is None:
+            g.login_failed = True
             flash("Wrong email or password.", "error")
         else:
             db.session.commit()
