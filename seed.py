@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
@@ -47,10 +50,22 @@ def seed() -> list[tuple[str, str]]:
     return logins
 
 
+def is_live(config: Mapping[str, object]) -> bool:
+    """A Stripe secret key means real customers may be here: no demo accounts with a published password."""
+    return bool(config.get("STRIPE_SECRET_KEY"))
+
+
 @click.command("seed")
+@click.option("--force", is_flag=True, help="Seed even though STRIPE_SECRET_KEY is set (a live-mode instance).")
 @with_appcontext
-def seed_command() -> None:
+def seed_command(force: bool) -> None:
     """Create demo users, a demo team and credits (idempotent)."""
+    if is_live(current_app.config) and not force:
+        raise click.ClickException(
+            "Refusing to seed: STRIPE_SECRET_KEY is set, so this looks like a live instance, and the demo "
+            f"accounts (a site admin among them) have the published password {DEMO_PASSWORD!r}. "
+            "Run `flask seed --force` if you really want them here."
+        )
     logins = seed()
     db.session.commit()
     click.echo(f"Demo log-ins (password for all: {DEMO_PASSWORD}):")
