@@ -156,6 +156,9 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if request.endpoint != "static" and current_user.is_authenticated:
+            # Balances, keys, the CSV: nothing of a signed-in user stays in a shared cache or the back button.
+            response.headers["Cache-Control"] = "no-store"
         return response
 
 
