@@ -141,6 +141,18 @@ def test_csv_export_streams_the_filtered_entries_and_defuses_formulas(owner, aut
     assert rows[1][3] == "'=HYPERLINK(evil)"
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r", "\n"], ids=repr)
+def test_csv_export_defuses_every_formula_start(owner, auth, start):
+    team = team_of(owner)
+    credits.spend(team.id, 2, key="s1", description=f"{start}cmd|' /C calc'!A0")
+    db.session.commit()
+
+    response = auth.client.get("/credits/history.csv?kind=spend")
+
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[1][3] == f"'{start}cmd|' /C calc'!A0"
+
+
 def test_another_teams_history_is_never_shown(owner, auth, make_user):
     stranger = make_user("stranger@example.com")
     credits.spend(stranger.current_team_id, 1, key="x", description="Stranger's secret")

@@ -122,9 +122,14 @@ def history_csv():  # type: ignore[no-untyped-def]
     )
 
 
+# OWASP's list: spreadsheets run a cell starting with = + - @ as a formula, and one starting with a
+# tab or a line break too, once the spreadsheet has stripped that leading whitespace.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
 def _safe_cell(text: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas: neutralise them."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    """A cell a spreadsheet shows as text: formula starts get a leading quote."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text
 
 
 @bp.route("/generate", methods=["GET", "POST"])
