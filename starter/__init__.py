@@ -133,7 +133,10 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from .forms import refuse_control_characters
     from .teams import resolve_current_team
+
+    app.before_request(refuse_control_characters)  # NUL and friends: a 400 before any view reads them
 
     @app.before_request
     def load_current_team() -> None:

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import uuid
 
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Regexp
 
 from ...credits import MAX_AMOUNT
+from ...forms import Form
 
 
-class AdjustForm(FlaskForm):
+class AdjustForm(Form):
     amount = IntegerField(
         "Credits",
         validators=[DataRequired(message="Enter a whole number other than 0."), NumberRange(-MAX_AMOUNT, MAX_AMOUNT)],
@@ -21,5 +21,5 @@ class AdjustForm(FlaskForm):
     )
 
 
-class ReplayForm(FlaskForm):
+class ReplayForm(Form):
     """Replay a stored event: a POST with its CSRF token."""

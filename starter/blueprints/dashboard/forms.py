@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 
-from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from ...forms import Form
 
-class GenerateForm(FlaskForm):
+
+class GenerateForm(Form):
     prompt = TextAreaField("Prompt", validators=[DataRequired(), Length(max=2_000)])
     # One key per rendered form: a double submit carries the same key, so it is charged once.
     idempotency_key = HiddenField(
@@ -15,7 +16,7 @@ class GenerateForm(FlaskForm):
     )
 
 
-class HistoryFilterForm(FlaskForm):
+class HistoryFilterForm(Form):
     kind = SelectField("Kind", choices=[], validate_choice=True, validators=[Optional()])
     feature = SelectField("Feature", choices=[], validate_choice=True, validators=[Optional()])
     since = DateField("From", validators=[Optional()])
