@@ -87,9 +87,7 @@ def test_not_enough_credits_is_a_friendly_402_with_the_purchase_dialog(owner, au
     assert credits.balance(team.id).available == 5 and entries(team.id, "hold") == 0
 
 
-@pytest.mark.parametrize(
-    "data", [{"prompt": ""}, {"prompt": "x" * 2001}, {"prompt": "ok", "idempotency_key": "bad key!"}]
-)
+@pytest.mark.parametrize("data", [{"prompt": ""}, {"prompt": "x" * 2001}])
 def test_bad_generation_input_changes_nothing(owner, auth, data):
     team = team_of(owner)
     before = entries(team.id)

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import uuid
-
-from wtforms import HiddenField, IntegerField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Regexp
+from wtforms import IntegerField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange
 
 from ...credits import MAX_AMOUNT
-from ...forms import Form
+from ...forms import Form, IdempotencyKeyField
 
 
 class AdjustForm(Form):
@@ -16,9 +14,7 @@ class AdjustForm(Form):
         description="Positive grants never-expiring credits; negative takes credits away.",
     )
     reason = StringField("Reason", validators=[DataRequired(), Length(max=200)], description="Shown in the ledger.")
-    idempotency_key = HiddenField(
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[A-Za-z0-9-]+$")], default=lambda: uuid.uuid4().hex
-    )
+    idempotency_key = IdempotencyKeyField()
 
 
 class ReplayForm(Form):
