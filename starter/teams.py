@@ -100,26 +100,48 @@ def team_member(team: Team, membership_id: int) -> Membership | None:
     return db.session.scalar(select(Membership).filter_by(id=membership_id, team_id=team.id))
 
 
-def _owner_count(team: Team) -> int:
-    return db.session.scalar(select(func.count()).select_from(Membership).filter_by(team_id=team.id, role="owner")) or 0
+def _owner_count(team_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(Membership).filter_by(team_id=team_id, role="owner")) or 0
+
+
+def _lock_roles(actor: Membership, target: Membership) -> None:
+    """Serialise role changes and removals of one team, then re-read both memberships.
+
+    Without the lock two owners demoting each other at the same instant each counted two owners and
+    the team was left with none. The lock is the team's row (PostgreSQL; SQLite's writer lock already
+    serialises); the re-read sees whatever a change we waited for committed.
+    """
+    db.session.execute(select(Team.id).where(Team.id == target.team_id).with_for_update())
+    for membership in (actor, target):
+        fresh = db.session.scalar(
+            select(Membership).filter_by(id=membership.id).execution_options(populate_existing=True)
+        )
+        if fresh is None:
+            raise TeamError("The team's members changed meanwhile: reload the page and try again.")
+    if not has_role(actor, "admin"):
+        raise TeamError("You are no longer an admin of this team.")
 
 
 def change_role(actor: Membership, target: Membership, role: str) -> None:
+    """Give ``target`` the role ``role``; the team keeps at least one owner. Locks the team's row."""
     if role not in ROLE_RANK:
         raise TeamError("Unknown role.")
+    _lock_roles(actor, target)
     if role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can make someone an owner.")
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can change another owner's role.")
-    if target.role == "owner" and role != "owner" and _owner_count(target.team) <= 1:
+    if target.role == "owner" and role != "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("A team needs at least one owner: make someone else owner first.")
     target.role = role
 
 
 def remove_member(actor: Membership, target: Membership) -> None:
+    """Remove ``target`` from the team; the last owner stays. Locks the team's row."""
+    _lock_roles(actor, target)
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can remove an owner.")
-    if target.role == "owner" and _owner_count(target.team) <= 1:
+    if target.role == "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("The last owner cannot be removed.")
     user = target.user
     db.session.delete(target)
