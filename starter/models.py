@@ -159,7 +159,11 @@ class Membership(db.Model):
 
 class Invitation(db.Model):
     __tablename__ = "invitations"
-    __table_args__ = (CheckConstraint(_in("role", ("admin", "member")), "role"),)
+    __table_args__ = (
+        CheckConstraint(_in("role", ("admin", "member")), "role"),
+        # How many an inviter sent in the last day: the per-user invitation limit asks on every invite.
+        Index("ix_invitations_inviter_recent", "invited_by_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)

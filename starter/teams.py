@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
@@ -25,6 +26,10 @@ class TeamError(Exception):
 
 class InvitationError(TeamError):
     pass
+
+
+class InvitationLimitReached(InvitationError):
+    """Too many invitations in 24 hours, from this team or this user."""
 
 
 def slugify(name: str) -> str:
@@ -154,10 +159,46 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def invite(team: Team, inviter: User, email: str, role: str, max_age_days: int) -> tuple[Invitation, str]:
-    """Create an invitation; returns it with the raw token for the emailed link (stored only hashed)."""
+@dataclass(frozen=True)
+class InvitationLimits:
+    """How many invitations may be sent in 24 hours: every one is a mail sent through our server."""
+
+    per_team: int
+    per_user: int
+
+
+def _sent_since(since: datetime, **where: int) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(Invitation).filter_by(**where).where(Invitation.created_at > since)
+    )
+
+
+def _check_invitation_limits(team: Team, inviter: User, limits: InvitationLimits) -> None:
+    # The team's row lock makes one team's invitations count one at a time; across teams, two
+    # concurrent invitations by one user may overshoot the per-user limit by one, which is harmless.
+    db.session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
+    since = utcnow() - timedelta(days=1)
+    if _sent_since(since, team_id=team.id) >= limits.per_team:
+        raise InvitationLimitReached(
+            f"{team.name} has sent {limits.per_team} invitations in the last 24 hours, the most allowed. "
+            "Try again tomorrow."
+        )
+    if _sent_since(since, invited_by_id=inviter.id) >= limits.per_user:
+        raise InvitationLimitReached(
+            f"You have sent {limits.per_user} invitations in the last 24 hours, the most allowed. Try again tomorrow."
+        )
+
+
+def invite(
+    team: Team, inviter: User, email: str, role: str, max_age_days: int, limits: InvitationLimits
+) -> tuple[Invitation, str]:
+    """Create an invitation; returns it with the raw token for the emailed link (stored only hashed).
+
+    Refused with ``InvitationLimitReached`` once the team or the inviter has sent ``limits`` in 24 hours.
+    """
     if role not in ("admin", "member"):
         raise InvitationError("Invite as admin or member.")
+    _check_invitation_limits(team, inviter, limits)
     already = db.session.scalar(
         select(Membership.id).join(User).where(Membership.team_id == team.id, User.email == email)
     )

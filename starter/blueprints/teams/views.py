@@ -64,8 +64,10 @@ def invite():  # type: ignore[no-untyped-def]
         return redirect(url_for("teams.members"))
     email = accounts.normalise_email(form.email.data)
     try:
+        config = current_app.config
+        limits = teams.InvitationLimits(config["INVITATIONS_PER_TEAM_PER_DAY"], config["INVITATIONS_PER_USER_PER_DAY"])
         _invitation, token = teams.invite(
-            g.team, current_user, email, form.role.data, current_app.config["INVITATION_MAX_AGE_DAYS"]
+            g.team, current_user, email, form.role.data, config["INVITATION_MAX_AGE_DAYS"], limits
         )
     except teams.TeamError as error:
         flash(str(error), "error")
