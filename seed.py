@@ -31,14 +31,21 @@ def ensure_user(email: str, name: str, site_admin: bool) -> User:
     return user
 
 
+def personal_team(user: User) -> Team | None:
+    return db.session.scalar(
+        select(Team).join(Membership).where(Membership.user_id == user.id, Membership.role == "owner", Team.is_personal)
+    )
+
+
 def seed() -> list[tuple[str, str]]:
     """Create what is missing of the demo data; returns the log-ins (email, what it is)."""
     logins = []
     users = {email: ensure_user(email, name, admin) for email, name, _role, admin in DEMO_USERS}
     team = db.session.scalar(select(Team).filter_by(slug=DEMO_TEAM_SLUG))
     if team is None:
-        team = teams.create_team(users["owner@example.com"], "Demo Team")
-        team.slug = DEMO_TEAM_SLUG
+        # The owner's personal team: only a personal team gets the free plan's monthly credits.
+        team = personal_team(users["owner@example.com"]) or teams.create_team(users["owner@example.com"], "Demo Team")
+        team.name, team.slug = "Demo Team", DEMO_TEAM_SLUG
         db.session.flush()
     for email, _name, role, admin in DEMO_USERS:
         if role and teams.membership_of(users[email], team.id) is None:

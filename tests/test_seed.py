@@ -81,7 +81,9 @@ def test_seed_gives_each_demo_user_the_right_place(runner):
     assert user("member@example.com").current_team_id == demo_team().id
     for email in DEMO_EMAILS:  # everyone also has a personal team they own
         personal = db.session.scalars(
-            select(Team).join(Membership).where(Membership.user_id == user(email).id, Team.is_personal)
+            select(Team)
+            .join(Membership)
+            .where(Membership.user_id == user(email).id, Membership.role == "owner", Team.is_personal)
         ).all()
         assert len(personal) == 1
 

@@ -115,7 +115,7 @@ def acme(fast_user, make_team) -> Acme:  # type: ignore[no-untyped-def]
 # --- Creating and switching teams ------------------------------------------------------------------------
 
 
-def test_creating_a_team_makes_you_its_owner_switches_to_it_and_gives_it_free_credits(client, auth, fast_user):
+def test_creating_a_team_makes_you_its_owner_and_switches_to_it(client, auth, fast_user):
     user = fast_user("alice@example.com", name="Alice")
     personal_team_id = user.current_team_id
     auth.login("alice@example.com")
@@ -128,7 +128,6 @@ def test_creating_a_team_makes_you_its_owner_switches_to_it_and_gives_it_free_cr
     assert team is not None and not team.is_personal
     assert role_in(user, team) == "owner"
     assert fresh(user).current_team_id == team.id
-    assert credits.balance(team.id).plan == 100
     assert credits.balance(personal_team_id).plan == 100
     assert "You are its owner." in page(client.get("/team/members"))
     assert current_team_name(client) == "Rocket Lab"

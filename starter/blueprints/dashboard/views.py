@@ -32,6 +32,7 @@ def index():  # type: ignore[no-untyped-def]
         "dashboard/index.html",
         balance=balance,
         plan=plans.plan_of(g.team),
+        allowance=plans.monthly_allowance(g.team),
         meter=charts.meter(balance.plan, balance.purchased, balance.other, balance.held),
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
