@@ -350,6 +350,8 @@ class ApiKey(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    created_by: Mapped[User | None] = relationship()
+
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None

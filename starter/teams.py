@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from . import api_keys
 from .extensions import db
 from .models import Invitation, Membership, Team, User, utcnow
 
@@ -127,8 +128,11 @@ def _lock_roles(actor: Membership, target: Membership) -> None:
         raise TeamError("You are no longer an admin of this team.")
 
 
-def change_role(actor: Membership, target: Membership, role: str) -> None:
-    """Give ``target`` the role ``role``; the team keeps at least one owner. Locks the team's row."""
+def change_role(actor: Membership, target: Membership, role: str) -> int:
+    """Give ``target`` the role ``role``; the team keeps at least one owner. Locks the team's row.
+
+    Dropping below admin revokes the API keys they created for the team; returns how many.
+    """
     if role not in ROLE_RANK:
         raise TeamError("Unknown role.")
     _lock_roles(actor, target)
@@ -139,20 +143,28 @@ def change_role(actor: Membership, target: Membership, role: str) -> None:
     if target.role == "owner" and role != "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("A team needs at least one owner: make someone else owner first.")
     target.role = role
+    if has_role(target, "admin"):
+        return 0
+    return api_keys.revoke_created_by(target.team_id, target.user_id)
 
 
-def remove_member(actor: Membership, target: Membership) -> None:
-    """Remove ``target`` from the team; the last owner stays. Locks the team's row."""
+def remove_member(actor: Membership, target: Membership) -> int:
+    """Remove ``target`` from the team; the last owner stays. Locks the team's row.
+
+    Revokes the API keys they created for the team; returns how many.
+    """
     _lock_roles(actor, target)
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can remove an owner.")
     if target.role == "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("The last owner cannot be removed.")
     user = target.user
+    revoked = api_keys.revoke_created_by(target.team_id, target.user_id)
     db.session.delete(target)
     if user.current_team_id == target.team_id:
         user.current_team_id = None
     db.session.flush()
+    return revoked
 
 
 def _token_hash(token: str) -> str:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import uuid
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
 
+from starter import credits
 from starter.extensions import db
-from starter.models import ApiKey
+from starter.models import ApiKey, Membership
+from tests.conftest import AuthActions
 
 
 def create_key(auth, name="Backend"):  # type: ignore[no-untyped-def]
@@ -59,3 +63,95 @@ def test_members_cannot_manage_keys_and_other_teams_keys_are_not_found(app, auth
     assert auth.client.get("/team/api-keys").status_code == 403
     assert auth.post("/team/api-keys", {"name": "x"}, token_from="/dashboard").status_code == 403
     assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 1
+
+
+# -- keys follow the role of whoever created them ----------------------------------------------
+
+
+def api_calls(app, raw: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(spend status, ledger status) for the key: what a former admin's backend would still try."""
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {raw}"}
+    spend = client.post("/api/v1/spend", json={"amount": 1}, headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    return spend.status_code, client.get("/api/v1/ledger", headers=headers).status_code
+
+
+@pytest.fixture
+def acme_with_admin_key(app, make_user, make_team):  # type: ignore[no-untyped-def]
+    """Olivia owns Acme; Ada, its admin, created a key for it. Returns (team, Olivia's browser, Ada's id, key)."""
+    owner, admin = make_user("olivia@example.com"), make_user("ada@example.com", name="Ada Admin")
+    team = make_team(owner, "Acme", members=[(admin, "admin")])
+    credits.grant(team.id, 100, source="promo", key="welcome")  # a new team has no free allowance
+    admin.current_team_id = team.id
+    db.session.commit()
+    ada = AuthActions(app.test_client())
+    ada.login("ada@example.com")
+    _, raw = create_key(ada, "Ada's backend")
+    assert api_calls(app, raw) == (201, 200)
+    olivia = AuthActions(app.test_client())
+    olivia.login("olivia@example.com")
+    assert olivia.post("/team/switch", {"team_id": str(team.id)}, token_from="/dashboard").status_code == 302
+    return team, olivia, admin.id, raw
+
+
+def membership_id(team_id: int, user_id: int) -> int:
+    return db.session.scalar(select(Membership.id).filter_by(team_id=team_id, user_id=user_id))
+
+
+def test_a_removed_admins_keys_stop_working(app, acme_with_admin_key):
+    team, olivia, ada_id, raw = acme_with_admin_key
+
+    response = olivia.post(f"/team/members/{membership_id(team.id, ada_id)}/remove", token_from="/team/members")
+
+    assert response.status_code == 302
+    assert "The 1 API key(s) they created were revoked." in olivia.client.get("/team/members").get_data(as_text=True)
+    assert api_calls(app, raw) == (401, 401)
+    assert db.session.scalar(select(ApiKey.revoked_at)) is not None
+
+
+def test_a_demoted_admins_keys_stop_working_and_stay_revoked(app, acme_with_admin_key):
+    team, olivia, ada_id, raw = acme_with_admin_key
+    path = f"/team/members/{membership_id(team.id, ada_id)}/role"
+
+    assert olivia.post(path, {"role": "member"}, token_from="/team/members").status_code == 302
+    assert api_calls(app, raw) == (401, 401)
+
+    assert olivia.post(path, {"role": "admin"}, token_from="/team/members").status_code == 302
+    assert api_calls(app, raw) == (401, 401)  # promoted again: the old key is revoked for good
+
+
+def test_a_role_changed_by_any_other_means_still_stops_the_key(app, acme_with_admin_key):
+    """The API checks the creator's role on every call, not only when the members page changes it."""
+    team, _olivia, ada_id, raw = acme_with_admin_key
+    db.session.execute(update(Membership).filter_by(team_id=team.id, user_id=ada_id).values(role="member"))
+    db.session.commit()
+
+    assert api_calls(app, raw) == (401, 401)
+    assert db.session.scalar(select(ApiKey.revoked_at)) is None
+
+
+def test_a_promotion_between_admin_and_owner_keeps_the_key(app, acme_with_admin_key):
+    team, olivia, ada_id, raw = acme_with_admin_key
+
+    olivia.post(f"/team/members/{membership_id(team.id, ada_id)}/role", {"role": "owner"}, token_from="/team/members")
+
+    assert api_calls(app, raw) == (201, 200)
+
+
+def test_a_command_line_key_has_no_creator_and_keeps_working(app, runner, acme_with_admin_key):
+    team, olivia, _ada_id, _raw = acme_with_admin_key
+    result = runner.invoke(args=["api-keys", "create", team.slug, "Cron job"])
+    raw = result.output.strip().splitlines()[-1]
+
+    assert api_calls(app, raw) == (201, 200)
+    page = olivia.client.get("/team/api-keys").get_data(as_text=True)
+    assert re.findall(r'data-testid="key-creator">([^<]*)<', page) == ["Command line", "Ada Admin"]
+
+
+def test_the_keys_page_shows_who_created_each_key_and_when_it_was_last_used(app, acme_with_admin_key):
+    _team, olivia, _ada_id, _raw = acme_with_admin_key
+
+    page = olivia.client.get("/team/api-keys").get_data(as_text=True)
+
+    assert re.findall(r'data-testid="key-creator">([^<]*)<', page) == ["Ada Admin"]
+    assert "Never" not in page  # used by the fixture's calls

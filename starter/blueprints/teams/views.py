@@ -91,6 +91,10 @@ def revoke(invitation_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("teams.members"))
 
 
+def _revoked_note(revoked: int) -> str:
+    return f" The {revoked} API key(s) they created were revoked." if revoked else ""
+
+
 @bp.post("/members/<id:membership_id>/role")
 @team_role_required("admin")
 def change_role(membership_id: int):  # type: ignore[no-untyped-def]
@@ -99,12 +103,12 @@ def change_role(membership_id: int):  # type: ignore[no-untyped-def]
     if not form.validate_on_submit():
         abort(400, "Choose a valid role.")
     try:
-        teams.change_role(g.membership, target, form.role.data)
+        revoked = teams.change_role(g.membership, target, form.role.data)
     except teams.TeamError as error:
         flash(str(error), "error")
     else:
         db.session.commit()
-        flash(f"{target.user.name} is now {target.role}.", "success")
+        flash(f"{target.user.name} is now {target.role}.{_revoked_note(revoked)}", "success")
     return redirect(url_for("teams.members"))
 
 
@@ -116,12 +120,12 @@ def remove(membership_id: int):  # type: ignore[no-untyped-def]
         abort(400)
     name = target.user.name
     try:
-        teams.remove_member(g.membership, target)
+        revoked = teams.remove_member(g.membership, target)
     except teams.TeamError as error:
         flash(str(error), "error")
     else:
         db.session.commit()
-        flash(f"{name} was removed from the team.", "info")
+        flash(f"{name} was removed from the team.{_revoked_note(revoked)}", "info")
     return redirect(url_for("teams.members"))
 
 
