@@ -15,7 +15,7 @@ from tests.conftest import AuthActions
 
 
 def create_key(auth, name="Backend"):  # type: ignore[no-untyped-def]
-    response = auth.post("/team/api-keys", {"name": name}, token_from="/team/api-keys")
+    response = auth.post("/team/api-keys", {"name": name}, token_from="/team/api-keys", follow_redirects=True)
     match = re.search(r'data-testid="new-key">(cs_[0-9a-f]{8}_[0-9A-Za-z]{32})<', response.get_data(as_text=True))
     return response, match.group(1) if match else None
 
@@ -24,7 +24,7 @@ def test_a_key_is_shown_once_stored_hashed_and_works_on_the_api(app, auth, make_
     make_user("owner@example.com")
     auth.login("owner@example.com")
     response, raw = create_key(auth)
-    assert response.status_code == 201 and raw
+    assert response.status_code == 200 and raw
     assert response.headers["Cache-Control"] == "no-store"
     stored = db.session.scalar(select(ApiKey))
     assert stored.key_hash != raw and raw not in stored.key_hash and raw.startswith(stored.prefix)
@@ -32,6 +32,38 @@ def test_a_key_is_shown_once_stored_hashed_and_works_on_the_api(app, auth, make_
     assert stored.prefix in listing and raw not in listing
     api = app.test_client().get("/api/v1/balance", headers={"Authorization": f"Bearer {raw}"})
     assert api.status_code == 200 and api.json["plan"] == 100
+
+
+def test_creating_a_key_redirects_and_shows_the_key_once_so_a_refresh_makes_no_second_key(app, auth, make_user):
+    make_user("owner@example.com")
+    auth.login("owner@example.com")
+
+    posted = auth.post("/team/api-keys", {"name": "Backend"}, token_from="/team/api-keys")
+    assert posted.status_code == 303
+    assert posted.headers["Location"] == "/team/api-keys"  # the secret is never in a URL
+    shown = auth.client.get(posted.headers["Location"]).get_data(as_text=True)
+    refreshed = auth.client.get(posted.headers["Location"]).get_data(as_text=True)
+
+    stored = db.session.scalars(select(ApiKey)).all()
+    assert len(stored) == 1
+    raw = re.search(rf'data-testid="new-key">({stored[0].prefix}_[0-9A-Za-z]{{32}})<', shown).group(1)
+    assert 'data-testid="new-key"' not in refreshed and stored[0].prefix in refreshed
+    with auth.client.session_transaction() as session:
+        assert raw not in str(dict(session))  # gone from the session cookie once shown
+
+
+def test_a_new_key_is_not_shown_in_another_team(app, auth, make_user, make_team):
+    owner = make_user("owner@example.com")
+    other = make_team(owner, "Other")
+    auth.login("owner@example.com")
+    personal_id = db.session.scalar(select(Membership.team_id).filter_by(user_id=owner.id).order_by(Membership.id))
+    assert auth.post("/team/switch", {"team_id": str(personal_id)}, token_from="/dashboard").status_code == 302
+    auth.post("/team/api-keys", {"name": "Backend"}, token_from="/team/api-keys")
+
+    auth.post("/team/switch", {"team_id": str(other.id)}, token_from="/dashboard")
+    page = auth.client.get("/team/api-keys").get_data(as_text=True)
+
+    assert 'data-testid="new-key"' not in page
 
 
 def test_revoking_a_key_makes_the_api_refuse_it(app, auth, make_user):

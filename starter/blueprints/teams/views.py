@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from ... import accounts, api_keys, mail, teams
@@ -150,25 +150,33 @@ def accept(token: str):  # type: ignore[no-untyped-def]
     return render_template("teams/accept.html", invitation=invitation, form=form, wrong_account=wrong_account), status
 
 
+NEW_KEY = "new_api_key"  # session entry holding a just-created key until the page has shown it
+
+
 @bp.route("/api-keys", methods=["GET", "POST"])
 @team_role_required("admin")
 def keys():  # type: ignore[no-untyped-def]
-    """The team's API keys; a new key is shown once, on the page that created it (never in a URL or flash)."""
+    """The team's API keys. A new key is created by the POST and shown once by the GET it redirects to.
+
+    Post/redirect/get: refreshing the page that shows the key reloads a GET instead of posting the
+    form again (a second key). The raw key waits in the session, never in a URL, for that one GET.
+    """
     form = ApiKeyForm()
-    created = None
     if form.validate_on_submit():
         key, raw = api_keys.create(g.team.id, form.name.data.strip(), created_by_id=current_user.id)
         db.session.commit()
-        created = (key, raw)
-        form = ApiKeyForm(formdata=None)
-    response = render_template(
+        session[NEW_KEY] = {"team_id": g.team.id, "name": key.name, "raw": raw}
+        return redirect(url_for("teams.keys"), 303)
+    created = session.pop(NEW_KEY, None)
+    if created is not None and created.get("team_id") != g.team.id:
+        created = None  # switched team in between: the key is not this team's to show
+    return render_template(
         "teams/api_keys.html",
         form=form,
         keys=api_keys.team_keys(g.team.id),
         created=created,
         confirm_form=ConfirmForm(),
     )
-    return (response, 201, {"Cache-Control": "no-store"}) if created else response
 
 
 @bp.post("/api-keys/<id:key_id>/revoke")
