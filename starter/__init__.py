@@ -79,8 +79,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.session_protection = "basic"
 
     @login_manager.user_loader
-    def load_user(session_token: str) -> models.User | None:
-        return db.session.scalar(db.select(models.User).filter_by(session_token=session_token))
+    def load_user(login_token: str) -> models.User | None:
+        from .accounts import user_for_login_token
+
+        return user_for_login_token(login_token)
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":

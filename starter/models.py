@@ -7,7 +7,6 @@ credit blocks, ledger entries, holds and balances.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,10 +44,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def new_session_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in and out, whatever the database keeps."""
 
@@ -80,8 +75,6 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(255), unique=True)  # stored normalised (lower case)
     name: Mapped[str] = mapped_column(String(120))
     password_hash: Mapped[str] = mapped_column(String(255))
-    # Flask-Login's user id: rotating it (password change or reset) ends every other session.
-    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_session_token)
     is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     current_team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -89,19 +82,41 @@ class User(UserMixin, db.Model):
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
+    # Not a column: the token of the login session (``LoginSession``) this object was loaded or logged
+    # in with, which is what Flask-Login keeps in the session and the remember-me cookie.
+    login_token = None
+
     def get_id(self) -> str:
-        return self.session_token
+        if self.login_token is None:
+            raise RuntimeError("open a login session first: accounts.open_login_session(user, …)")
+        return self.login_token
 
     def set_password(self, password: str) -> None:
         # PASSWORD_HASH_METHOD exists so the test suite can use a cheap work factor; production keeps scrypt.
         self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
-        self.session_token = new_session_token()
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+class LoginSession(db.Model):
+    """One signed-in browser. Its random token is Flask-Login's user id, stored here only as a hash.
+
+    Logging out deletes the row, so that browser's session and remember-me cookies stop working at
+    once while the user's other devices stay signed in; a password change or reset deletes them all.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token
+    remember: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Team(db.Model):

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from starter import credits
+from starter import accounts, credits
 from starter.extensions import db
 from starter.models import Invitation, Membership, Team, User, utcnow
 from tests.conftest import AuthActions, csrf_token
@@ -83,9 +83,11 @@ def browser(app):  # type: ignore[no-untyped-def]
 
     def open_as(email: str) -> Browser:
         user = db.session.scalar(select(User).filter_by(email=email))
+        token = accounts.open_login_session(user, lifetime=timedelta(hours=1))
+        db.session.commit()
         client = app.test_client()
         with client.session_transaction() as session:
-            session["_user_id"] = user.session_token
+            session["_user_id"] = token
             session["_fresh"] = True
         return Browser(client, AuthActions(client))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, session, url_for
@@ -26,6 +27,14 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _start_session(user, remember: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """A new login session (a row the log-out deletes) and a fresh cookie session; commits."""
+    # As long as the cookie that carries it: Flask-Login's remember-me (a year), else Flask's 31 days.
+    if remember:
+        lifetime = current_app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
+    else:
+        lifetime = current_app.config["PERMANENT_SESSION_LIFETIME"]
+    accounts.open_login_session(user, lifetime=lifetime, remember=remember)
+    db.session.commit()
     # A fresh session at log-in: nothing set before it (by anyone) survives into the logged-in one.
     session.clear()
     login_user(user, remember=remember)
@@ -100,6 +109,10 @@ def login():  # type: ignore[no-untyped-def]
 @bp.post("/logout")
 @login_required
 def logout():  # type: ignore[no-untyped-def]
+    """End this browser's login session on the server, so neither its session cookie nor its
+    remember-me cookie opens anything again; the user's other devices stay signed in."""
+    accounts.close_login_session(session.get("_user_id"))
+    db.session.commit()
     # Clear first: logout_user() leaves a note in the session that deletes the remember-me cookie.
     session.clear()
     logout_user()
