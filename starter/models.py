@@ -38,6 +38,7 @@ ROLES = ("owner", "admin", "member")
 BLOCK_SOURCES = ("plan", "purchase", "promo", "adjustment", "refund")
 ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "capture", "release")
 HOLD_STATUSES = ("active", "captured", "released", "expired")
+RUN_STATUSES = ("running", "succeeded", "failed")
 
 
 def utcnow() -> datetime:
@@ -103,11 +104,8 @@ class User(UserMixin, db.Model):
 
 
 class LoginSession(db.Model):
-    """One signed-in browser. Its random token is Flask-Login's user id, stored here only as a hash.
-
-    Logging out deletes the row, so that browser's session and remember-me cookies stop working at
-    once while the user's other devices stay signed in; a password change or reset deletes them all.
-    """
+    """One signed-in browser; its random token (stored hashed) is Flask-Login's user id. Log-out
+    deletes the row, ending that browser's session and remember-me cookies; a new password, all rows."""
 
     __tablename__ = "login_sessions"
 
@@ -348,6 +346,30 @@ class StripeEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class GenerationRun(db.Model):
+    """A run of the example paid feature under its idempotency key: a repeat returns this result
+    (or hears it is still running) instead of redoing the work. See ``starter.generations``."""
+
+    __tablename__ = "generation_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), "status"),
+        UniqueConstraint("team_id", "idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the prompt the key was first used with
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
+    held: Mapped[int] = mapped_column(BigInteger)  # credits reserved for the run
+    credits: Mapped[int | None] = mapped_column(BigInteger)  # credits it cost, once it succeeded
+    output: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiKey(db.Model):

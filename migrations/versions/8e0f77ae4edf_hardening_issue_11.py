@@ -1,7 +1,8 @@
-"""hardening (issue 11): login sessions, invitation limits index
+"""hardening (issue 11): login sessions, generation runs, invitation limits index
 
 Login sessions replace users.session_token as Flask-Login's id, so a log-out ends that browser's
-session (and its remember-me cookie) on the server.
+session (and its remember-me cookie) on the server. Generation runs keep the example feature's
+results by idempotency key, so a repeat never does the work again.
 
 Revision ID: 8e0f77ae4edf
 Revises: a4049e3fafa9
@@ -34,6 +35,27 @@ def upgrade():
     with op.batch_alter_table('login_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_login_sessions_user_id'), ['user_id'], unique=False)
 
+    op.create_table('generation_runs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=255), nullable=False),
+    sa.Column('request_hash', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('hold_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('held', sa.BigInteger(), nullable=False),
+    sa.Column('credits', sa.BigInteger(), nullable=True),
+    sa.Column('output', sa.Text(), nullable=True),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed')", name=op.f('ck_generation_runs_status')),
+    sa.ForeignKeyConstraint(['created_by_id'], ['users.id'], name=op.f('fk_generation_runs_created_by_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['hold_id'], ['holds.id'], name=op.f('fk_generation_runs_hold_id_holds')),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_generation_runs_team_id_teams'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_generation_runs')),
+    sa.UniqueConstraint('team_id', 'idempotency_key', name=op.f('uq_generation_runs_team_id_idempotency_key'))
+    )
+
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.create_index('ix_invitations_inviter_recent', ['invited_by_id', 'created_at'], unique=False)
 
@@ -62,3 +84,4 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_login_sessions_user_id'))
 
     op.drop_table('login_sessions')
+    op.drop_table('generation_runs')
