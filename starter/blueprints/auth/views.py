@@ -28,7 +28,8 @@ def safe_next(target: str | None) -> str | None:
 
 def _start_session(user, remember: bool = False) -> None:  # type: ignore[no-untyped-def]
     """A new login session (a row the log-out deletes) and a fresh cookie session; commits."""
-    # As long as the cookie that carries it: Flask-Login's remember-me (a year), else Flask's 31 days.
+    # Remember-me: as long as its cookie (a year). Otherwise the cookie ends with the browser, and the
+    # row after PERMANENT_SESSION_LIFETIME (31 days) even if the browser is never closed.
     if remember:
         lifetime = current_app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
     else:
@@ -111,7 +112,7 @@ def login():  # type: ignore[no-untyped-def]
 def logout():  # type: ignore[no-untyped-def]
     """End this browser's login session on the server, so neither its session cookie nor its
     remember-me cookie opens anything again; the user's other devices stay signed in."""
-    accounts.close_login_session(session.get("_user_id"))
+    accounts.close_login_session(current_user.login_token)
     db.session.commit()
     # Clear first: logout_user() leaves a note in the session that deletes the remember-me cookie.
     session.clear()
