@@ -6,7 +6,8 @@
   raise (a 500); no page of ours produces such characters, so a request with one is hand-made.
 * ``Form`` is the base of every form: one-line text fields (all but a textarea or password) also
   refuse tab, CR, LF and the Unicode line separators, as a form error. A team or user name with a
-  line break broke the invitation mail's headers.
+  line break broke the invitation mail's headers. (The billing blueprint's forms, hidden fields
+  with strict validators, still derive from ``FlaskForm``; the before-request check covers them.)
 * ``IdempotencyKeyField`` is the hidden key of a form that changes credits.
 """
 

@@ -186,8 +186,8 @@ def _sent_since(since: datetime, **where: int) -> int:
 
 
 def _check_invitation_limits(team: Team, inviter: User, limits: InvitationLimits) -> None:
-    # The team's row lock makes one team's invitations count one at a time; across teams, two
-    # concurrent invitations by one user may overshoot the per-user limit by one, which is harmless.
+    # The team's row lock makes one team's invitations count one at a time. Invitations one user
+    # sends from several teams at the same instant may overshoot the per-user limit a little: harmless.
     db.session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
     since = utcnow() - timedelta(days=1)
     if _sent_since(since, team_id=team.id) >= limits.per_team:
