@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
@@ -28,14 +31,21 @@ def ensure_user(email: str, name: str, site_admin: bool) -> User:
     return user
 
 
+def personal_team(user: User) -> Team | None:
+    return db.session.scalar(
+        select(Team).join(Membership).where(Membership.user_id == user.id, Membership.role == "owner", Team.is_personal)
+    )
+
+
 def seed() -> list[tuple[str, str]]:
     """Create what is missing of the demo data; returns the log-ins (email, what it is)."""
     logins = []
     users = {email: ensure_user(email, name, admin) for email, name, _role, admin in DEMO_USERS}
     team = db.session.scalar(select(Team).filter_by(slug=DEMO_TEAM_SLUG))
     if team is None:
-        team = teams.create_team(users["owner@example.com"], "Demo Team")
-        team.slug = DEMO_TEAM_SLUG
+        # The owner's personal team: only a personal team gets the free plan's monthly credits.
+        team = personal_team(users["owner@example.com"]) or teams.create_team(users["owner@example.com"], "Demo Team")
+        team.name, team.slug = "Demo Team", DEMO_TEAM_SLUG
         db.session.flush()
     for email, _name, role, admin in DEMO_USERS:
         if role and teams.membership_of(users[email], team.id) is None:
@@ -47,10 +57,22 @@ def seed() -> list[tuple[str, str]]:
     return logins
 
 
+def is_live(config: Mapping[str, object]) -> bool:
+    """A Stripe secret key means real customers may be here: no demo accounts with a published password."""
+    return bool(config.get("STRIPE_SECRET_KEY"))
+
+
 @click.command("seed")
+@click.option("--force", is_flag=True, help="Seed even though STRIPE_SECRET_KEY is set (a live-mode instance).")
 @with_appcontext
-def seed_command() -> None:
+def seed_command(force: bool) -> None:
     """Create demo users, a demo team and credits (idempotent)."""
+    if is_live(current_app.config) and not force:
+        raise click.ClickException(
+            "Refusing to seed: STRIPE_SECRET_KEY is set, so this looks like a live instance, and the demo "
+            f"accounts (a site admin among them) have the published password {DEMO_PASSWORD!r}. "
+            "Run `flask seed --force` if you really want them here."
+        )
     logins = seed()
     db.session.commit()
     click.echo(f"Demo log-ins (password for all: {DEMO_PASSWORD}):")

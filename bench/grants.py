@@ -71,7 +71,7 @@ def populate(teams: int) -> None:
         """
         INSERT INTO teams (name, slug, is_personal, created_at, plan_code, period_anchor,
                            current_period_start, current_period_end, cancel_at_period_end)
-        SELECT 'Bench ' || g, 'bench-' || g, false, anchor, 'free', anchor, anchor, anchor + interval '1 month', false
+        SELECT 'Bench ' || g, 'bench-' || g, true, anchor, 'free', anchor, anchor, anchor + interval '1 month', false
         FROM generate_series(1, :teams) AS g,
              LATERAL (SELECT timestamptz '2026-01-01 00:00+00'
                              + (g % 28) * interval '1 day' + (g % 1440) * interval '1 minute' AS anchor) AS a

@@ -11,6 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask, g, request
 from flask_login import current_user
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from . import config as settings
@@ -23,6 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (``.env`` loaded), then ``config`` on top."""
     app = Flask(__name__, instance_relative_config=True)
     configure(app, config)
+    trust_proxies(app)
     register_extensions(app)
     register_billing(app)
     register_blueprints(app)
@@ -49,6 +51,17 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     settings.check(app.config, instance_path=app.instance_path, debug=app.debug)
 
 
+def trust_proxies(app: Flask) -> None:
+    """Behind ``TRUSTED_PROXY_COUNT`` proxies, take the client's address, scheme and host from their headers.
+
+    Without it every client behind a proxy has the proxy's address (one shared rate-limit bucket);
+    with a count higher than the real number of proxies, a client could forge its address.
+    """
+    hops = app.config["TRUSTED_PROXY_COUNT"]
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+
 def register_extensions(app: Flask) -> None:
     from . import models
 
@@ -69,8 +82,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.session_protection = "basic"
 
     @login_manager.user_loader
-    def load_user(session_token: str) -> models.User | None:
-        return db.session.scalar(db.select(models.User).filter_by(session_token=session_token))
+    def load_user(login_token: str) -> models.User | None:
+        from .accounts import user_for_login_token
+
+        return user_for_login_token(login_token)
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -130,7 +145,10 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from .forms import refuse_control_characters
     from .teams import resolve_current_team
+
+    app.before_request(refuse_control_characters)  # NUL and friends: a 400 before any view reads them
 
     @app.before_request
     def load_current_team() -> None:
@@ -153,6 +171,9 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if request.endpoint != "static" and current_user.is_authenticated:
+            # Balances, keys, the CSV: nothing of a signed-in user stays in a shared cache or the back button.
+            response.headers["Cache-Control"] = "no-store"
         return response
 
 

@@ -1,15 +1,17 @@
-"""Accounts: sign-up, log-in checks and password reset tokens. The caller commits."""
+"""Accounts: sign-up, log-in checks, login sessions and password reset tokens. The caller commits."""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
+from datetime import timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .extensions import db
-from .models import User, utcnow
+from .models import LoginSession, User, utcnow
 from .teams import create_team
 
 MIN_PASSWORD_LENGTH = 10
@@ -85,5 +87,54 @@ def user_for_reset_token(token: str) -> User | None:
 
 
 def reset_password(user: User, password: str) -> None:
-    """Set a new password; this also invalidates the reset token and ends other sessions."""
+    """Set a new password; this also invalidates the reset token and ends every login session."""
     user.set_password(password)
+    close_all_login_sessions(user)
+
+
+# --- login sessions: one row per signed-in browser ------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def open_login_session(user: User, *, lifetime: timedelta, remember: bool = False) -> str:
+    """A new login session for ``user``, valid for ``lifetime``; returns its token (Flask-Login's id).
+
+    Also drops this user's expired sessions, so rows do not pile up for people who come back.
+    """
+    now = utcnow()
+    db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id, LoginSession.expires_at <= now))
+    token = secrets.token_urlsafe(32)
+    db.session.add(
+        LoginSession(
+            user_id=user.id, token_hash=_token_hash(token), remember=remember, created_at=now, expires_at=now + lifetime
+        )
+    )
+    db.session.flush()
+    user.login_token = token
+    return token
+
+
+def user_for_login_token(token: str) -> User | None:
+    """The user of an open, unexpired login session; one query on every signed-in request."""
+    user = db.session.scalar(
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.token_hash == _token_hash(token), LoginSession.expires_at > utcnow())
+    )
+    if user is not None:
+        user.login_token = token
+    return user
+
+
+def close_login_session(token: str | None) -> None:
+    """End one login session (log-out): its session and remember-me cookies stop working."""
+    if token:
+        db.session.execute(delete(LoginSession).where(LoginSession.token_hash == _token_hash(token)))
+
+
+def close_all_login_sessions(user: User) -> None:
+    """End every login session of ``user`` (a new password): every device must log in again."""
+    db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))

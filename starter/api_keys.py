@@ -15,11 +15,13 @@ import secrets
 import string
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import joinedload
 
 from .extensions import db
-from .models import ApiKey, utcnow
+from .models import ApiKey, Membership, utcnow
 
+ADMIN_ROLES = ("owner", "admin")  # who may create and use a team's keys
 KEY_PATTERN = re.compile(r"cs_[0-9a-f]{8}_[0-9A-Za-z]{32}")
 SECRET_ALPHABET = string.ascii_letters + string.digits
 # last_used_at is a hint for the UI ("used 3 minutes ago"), not an audit log: writing it at most
@@ -63,10 +65,40 @@ def authenticate(raw: str | None) -> ApiKey | None:
     prefix = prefix_of(raw)
     if prefix is None or raw is None:
         return None
-    key = db.session.scalar(select(ApiKey).filter_by(prefix=prefix))
+    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, _creator_still_admin()))
     if key is None or not hmac.compare_digest(hash_key(raw), key.key_hash) or key.revoked_at is not None:
         return None
     return key
+
+
+def _creator_still_admin() -> ColumnElement[bool]:
+    """A key made by a member works only while they are an owner or admin of its team.
+
+    ``revoke_created_by`` revokes such keys when the member leaves or is demoted; this condition (in
+    the same lookup, so no extra query) holds even for a change made some other way. Keys made
+    from the command line have no creator and stay until revoked.
+    """
+    creator_is_admin = (
+        select(Membership.id)
+        .where(
+            Membership.team_id == ApiKey.team_id,
+            Membership.user_id == ApiKey.created_by_id,
+            Membership.role.in_(ADMIN_ROLES),
+        )
+        .exists()
+    )
+    return or_(ApiKey.created_by_id.is_(None), creator_is_admin)
+
+
+def revoke_created_by(team_id: int, user_id: int, *, now: datetime | None = None) -> int:
+    """Revoke the team's active keys that ``user_id`` created (they left or are no longer an admin); how many."""
+    result = db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.team_id == team_id, ApiKey.created_by_id == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 def record_use(key: ApiKey, *, now: datetime | None = None) -> bool:
@@ -98,8 +130,13 @@ def revoke(team_id: int, key_id: int, *, now: datetime | None = None) -> ApiKey 
 
 
 def team_keys(team_id: int, *, include_revoked: bool = True) -> list[ApiKey]:
-    """The team's keys, newest first."""
-    query = select(ApiKey).filter_by(team_id=team_id).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    """The team's keys, newest first, each with the user who created it."""
+    query = (
+        select(ApiKey)
+        .options(joinedload(ApiKey.created_by))
+        .filter_by(team_id=team_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    )
     if not include_revoked:
         query = query.where(ApiKey.revoked_at.is_(None))
     return list(db.session.scalars(query))

@@ -94,6 +94,10 @@ def from_environment(instance_path: str) -> dict:
         "PASSWORD_HASH_METHOD": "scrypt",
         "PASSWORD_RESET_MAX_AGE": _int("PASSWORD_RESET_MAX_AGE", 3600),
         "INVITATION_MAX_AGE_DAYS": _int("INVITATION_MAX_AGE_DAYS", 7),
+        "INVITATIONS_PER_TEAM_PER_DAY": _int("INVITATIONS_PER_TEAM_PER_DAY", 50),
+        "INVITATIONS_PER_USER_PER_DAY": _int("INVITATIONS_PER_USER_PER_DAY", 20),
+        # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are believed (0: none).
+        "TRUSTED_PROXY_COUNT": _int("TRUSTED_PROXY_COUNT", 0),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", False),

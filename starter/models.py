@@ -7,7 +7,6 @@ credit blocks, ledger entries, holds and balances.
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,14 +40,11 @@ ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "ca
 # revoked: a refund or dispute took back the credits the hold reserved.
 HOLD_STATUSES = ("active", "captured", "released", "expired", "revoked")
 REVERSAL_KINDS = ("refund", "dispute")
+RUN_STATUSES = ("running", "succeeded", "failed")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def new_session_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 class UTCDateTime(TypeDecorator):
@@ -82,8 +78,6 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(255), unique=True)  # stored normalised (lower case)
     name: Mapped[str] = mapped_column(String(120))
     password_hash: Mapped[str] = mapped_column(String(255))
-    # Flask-Login's user id: rotating it (password change or reset) ends every other session.
-    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_session_token)
     is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     current_team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -91,19 +85,38 @@ class User(UserMixin, db.Model):
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
+    # Not a column: the token of the login session (``LoginSession``) this object was loaded or logged
+    # in with, which is what Flask-Login keeps in the session and the remember-me cookie.
+    login_token = None
+
     def get_id(self) -> str:
-        return self.session_token
+        if self.login_token is None:
+            raise RuntimeError("open a login session first: accounts.open_login_session(user, …)")
+        return self.login_token
 
     def set_password(self, password: str) -> None:
         # PASSWORD_HASH_METHOD exists so the test suite can use a cheap work factor; production keeps scrypt.
         self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
-        self.session_token = new_session_token()
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+class LoginSession(db.Model):
+    """One signed-in browser; its random token (stored hashed) is Flask-Login's user id. Log-out
+    deletes the row, ending that browser's session and remember-me cookies; a new password, all rows."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token
+    remember: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Team(db.Model):
@@ -159,7 +172,11 @@ class Membership(db.Model):
 
 class Invitation(db.Model):
     __tablename__ = "invitations"
-    __table_args__ = (CheckConstraint(_in("role", ("admin", "member")), "role"),)
+    __table_args__ = (
+        CheckConstraint(_in("role", ("admin", "member")), "role"),
+        # How many an inviter sent in the last day: the per-user invitation limit asks on every invite.
+        Index("ix_invitations_inviter_recent", "invited_by_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
@@ -386,6 +403,30 @@ class TestModeObject(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class GenerationRun(db.Model):
+    """A run of the example paid feature under its idempotency key: a repeat returns this result
+    (or hears it is still running) instead of redoing the work. See ``starter.generations``."""
+
+    __tablename__ = "generation_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), "status"),
+        UniqueConstraint("team_id", "idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the prompt the key was first used with
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
+    held: Mapped[int] = mapped_column(BigInteger)  # credits reserved for the run
+    credits: Mapped[int | None] = mapped_column(BigInteger)  # credits it cost, once it succeeded
+    output: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ApiKey(db.Model):
     """A team's API key: the prefix is shown and looked up, the secret is stored only as a hash."""
 
@@ -400,6 +441,8 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_by: Mapped[User | None] = relationship()
 
     @property
     def is_active(self) -> bool:

@@ -51,10 +51,33 @@ def start_period(
     )
 
 
+def gets_free_allowance(team: Team) -> bool:
+    """The free plan's monthly credits go to one team per person: the personal team made at sign-up.
+
+    Further teams start with none until they buy a pack or subscribe; otherwise every new team was
+    another free allowance (30 teams in half a second were 3,000 free credits). The monthly rollover
+    (``credits.rollover``) applies the same rule.
+    """
+    return team.is_personal
+
+
+def monthly_allowance(team: Team) -> int:
+    """The plan credits each period brings this team."""
+    plan = plan_of(team)
+    return 0 if plan.is_free and not gets_free_allowance(team) else plan.monthly_credits
+
+
 def start_free_period(team: Team, now: datetime | None = None) -> credits.Receipt | None:
-    """Grant the free allowance for the monthly period (anchored at ``team.period_anchor``) containing ``now``."""
+    """Start the monthly free period (anchored at ``team.period_anchor``) containing ``now``.
+
+    Grants the free allowance for it if the team gets one (``gets_free_allowance``), else only moves
+    the period on.
+    """
     now = now or utcnow()
     start, end = period_containing(team.period_anchor, now)
+    if not gets_free_allowance(team):
+        team.current_period_start, team.current_period_end = start, end
+        return None
     return start_period(team, start, end, catalog.FREE_PLAN, now=now)
 
 

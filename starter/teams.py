@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from . import api_keys
 from .extensions import db
 from .models import Invitation, Membership, Team, User, utcnow
 
@@ -25,6 +27,10 @@ class TeamError(Exception):
 
 class InvitationError(TeamError):
     pass
+
+
+class InvitationLimitReached(InvitationError):
+    """Too many invitations in 24 hours, from this team or this user."""
 
 
 def slugify(name: str) -> str:
@@ -100,42 +106,111 @@ def team_member(team: Team, membership_id: int) -> Membership | None:
     return db.session.scalar(select(Membership).filter_by(id=membership_id, team_id=team.id))
 
 
-def _owner_count(team: Team) -> int:
-    return db.session.scalar(select(func.count()).select_from(Membership).filter_by(team_id=team.id, role="owner")) or 0
+def _owner_count(team_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(Membership).filter_by(team_id=team_id, role="owner")) or 0
 
 
-def change_role(actor: Membership, target: Membership, role: str) -> None:
+def _lock_roles(actor: Membership, target: Membership) -> None:
+    """Serialise role changes and removals of one team, then re-read both memberships.
+
+    Without the lock two owners demoting each other at the same instant each counted two owners and
+    the team was left with none. The lock is the team's row (PostgreSQL; SQLite's writer lock already
+    serialises); the re-read sees whatever a change we waited for committed.
+    """
+    db.session.execute(select(Team.id).where(Team.id == target.team_id).with_for_update())
+    for membership in (actor, target):
+        fresh = db.session.scalar(
+            select(Membership).filter_by(id=membership.id).execution_options(populate_existing=True)
+        )
+        if fresh is None:
+            raise TeamError("The team's members changed meanwhile: reload the page and try again.")
+    if not has_role(actor, "admin"):
+        raise TeamError("You are no longer an admin of this team.")
+
+
+def change_role(actor: Membership, target: Membership, role: str) -> int:
+    """Give ``target`` the role ``role``; the team keeps at least one owner. Locks the team's row.
+
+    Dropping below admin revokes the API keys they created for the team; returns how many.
+    """
     if role not in ROLE_RANK:
         raise TeamError("Unknown role.")
+    _lock_roles(actor, target)
     if role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can make someone an owner.")
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can change another owner's role.")
-    if target.role == "owner" and role != "owner" and _owner_count(target.team) <= 1:
+    if target.role == "owner" and role != "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("A team needs at least one owner: make someone else owner first.")
     target.role = role
+    if has_role(target, "admin"):
+        return 0
+    return api_keys.revoke_created_by(target.team_id, target.user_id)
 
 
-def remove_member(actor: Membership, target: Membership) -> None:
+def remove_member(actor: Membership, target: Membership) -> int:
+    """Remove ``target`` from the team; the last owner stays. Locks the team's row.
+
+    Revokes the API keys they created for the team; returns how many.
+    """
+    _lock_roles(actor, target)
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can remove an owner.")
-    if target.role == "owner" and _owner_count(target.team) <= 1:
+    if target.role == "owner" and _owner_count(target.team_id) <= 1:
         raise TeamError("The last owner cannot be removed.")
     user = target.user
+    revoked = api_keys.revoke_created_by(target.team_id, target.user_id)
     db.session.delete(target)
     if user.current_team_id == target.team_id:
         user.current_team_id = None
     db.session.flush()
+    return revoked
 
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def invite(team: Team, inviter: User, email: str, role: str, max_age_days: int) -> tuple[Invitation, str]:
-    """Create an invitation; returns it with the raw token for the emailed link (stored only hashed)."""
+@dataclass(frozen=True)
+class InvitationLimits:
+    """How many invitations may be sent in 24 hours: every one is a mail sent through our server."""
+
+    per_team: int
+    per_user: int
+
+
+def _sent_since(since: datetime, **where: int) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(Invitation).filter_by(**where).where(Invitation.created_at > since)
+    )
+
+
+def _check_invitation_limits(team: Team, inviter: User, limits: InvitationLimits) -> None:
+    # The team's row lock makes one team's invitations count one at a time. Invitations one user
+    # sends from several teams at the same instant may overshoot the per-user limit a little: harmless.
+    db.session.execute(select(Team.id).where(Team.id == team.id).with_for_update())
+    since = utcnow() - timedelta(days=1)
+    if _sent_since(since, team_id=team.id) >= limits.per_team:
+        raise InvitationLimitReached(
+            f"{team.name} has sent {limits.per_team} invitations in the last 24 hours, the most allowed. "
+            "Try again tomorrow."
+        )
+    if _sent_since(since, invited_by_id=inviter.id) >= limits.per_user:
+        raise InvitationLimitReached(
+            f"You have sent {limits.per_user} invitations in the last 24 hours, the most allowed. Try again tomorrow."
+        )
+
+
+def invite(
+    team: Team, inviter: User, email: str, role: str, max_age_days: int, limits: InvitationLimits
+) -> tuple[Invitation, str]:
+    """Create an invitation; returns it with the raw token for the emailed link (stored only hashed).
+
+    Refused with ``InvitationLimitReached`` once the team or the inviter has sent ``limits`` in 24 hours.
+    """
     if role not in ("admin", "member"):
         raise InvitationError("Invite as admin or member.")
+    _check_invitation_limits(team, inviter, limits)
     already = db.session.scalar(
         select(Membership.id).join(User).where(Membership.team_id == team.id, User.email == email)
     )

@@ -265,7 +265,7 @@ def test_the_session_is_renewed_at_log_in(client, auth, fast_user):
 
 
 SAFE_NEXT = "/team/members"
-UNSAFE_NEXT = ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)", "/\t/evil.example"]
+UNSAFE_NEXT = ["//evil.example", "https://evil.example", "/\\evil.example", "javascript:alert(1)"]
 
 
 def test_a_next_page_on_this_site_is_followed_from_the_login_link(client, auth, fast_user):
@@ -322,6 +322,16 @@ def test_a_next_page_elsewhere_is_not_followed_from_the_posted_field(client, aut
 
     assert response.status_code == 302
     assert response.headers["Location"] == "/dashboard"
+
+
+def test_a_next_page_with_a_control_character_is_refused_and_never_followed(client, auth, fast_user):
+    fast_user("alice@example.com")
+
+    assert client.get("/auth/login", query_string={"next": "/\t/evil.example"}).status_code == 400
+    posted = auth.login("alice@example.com", next="/\t/evil.example")
+    assert posted.status_code == 200  # a one-line field: a form error, and no log-in
+    assert "evil.example" not in posted.headers.get("Location", "")
+    assert not is_logged_in(client)
 
 
 def test_a_visitor_sent_to_log_in_comes_back_to_the_page_they_wanted(client, auth, fast_user):
@@ -394,6 +404,11 @@ def test_log_out_is_post_only_and_needs_the_csrf_token(client, auth, fast_user):
 THREE_PER_MINUTE = pytest.mark.parametrize("app_config", [{"LOGIN_RATE_LIMIT": "3 per minute"}], ids=["limit-3"])
 
 
+def login_from(auth: AuthActions, address: str, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    form = {"email": email, "password": password}
+    return auth.post("/auth/login", form, token_from="/auth/login", environ_base={"REMOTE_ADDR": address})
+
+
 @THREE_PER_MINUTE
 def test_the_fourth_log_in_attempt_in_a_minute_gets_the_429_page(client, auth, fast_user):
     fast_user("alice@example.com")
@@ -410,15 +425,41 @@ def test_the_fourth_log_in_attempt_in_a_minute_gets_the_429_page(client, auth, f
 
 
 @THREE_PER_MINUTE
-def test_the_log_in_limit_also_counts_per_email_across_addresses(client, auth, fast_user):
+def test_failures_from_elsewhere_never_lock_the_owner_out(app, client, auth, fast_user):
+    fast_user("alice@example.com")
+    attacker = AuthActions(app.test_client())
+    for number in range(3):
+        response = login_from(attacker, "10.6.6.6", "Alice@example.com", "wrong-password-1")
+        assert response.status_code == 200, number
+    assert login_from(attacker, "10.6.6.6", "alice@example.com").status_code == 429
+
+    # Alice, from her own address where nothing failed, logs in with her password.
+    response = login_from(auth, "10.0.0.9", "alice@example.com")
+
+    assert response.status_code == 302
+    assert is_logged_in(client)
+
+
+@THREE_PER_MINUTE
+def test_one_client_spraying_many_accounts_is_limited_as_a_whole(client, auth, fast_user):
     fast_user("alice@example.com")
     for number in range(3):
-        response = auth.login("Alice@example.com", "wrong-password-1", environ_base={"REMOTE_ADDR": f"10.0.0.{number}"})
+        response = login_from(auth, "10.6.6.6", f"victim{number}@example.com", "wrong-password-1")
         assert response.status_code == 200
 
-    response = auth.login("alice@example.com", environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    response = login_from(auth, "10.6.6.6", "alice@example.com")
 
     assert response.status_code == 429
+
+
+@THREE_PER_MINUTE
+def test_successful_log_ins_do_not_use_up_the_limit(client, auth, fast_user):
+    fast_user("alice@example.com")
+    for _ in range(4):
+        assert auth.login("alice@example.com").status_code == 302
+        auth.logout()
+
+    assert auth.login("alice@example.com").status_code == 302
 
 
 @THREE_PER_MINUTE

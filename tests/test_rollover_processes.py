@@ -41,6 +41,7 @@ def due_teams(app) -> list[int]:
                 "name": f"Team {index}",
                 "slug": f"team-{index}",
                 "plan_code": "free",
+                "is_personal": True,  # the free allowance goes to personal teams only
                 "period_anchor": anchor,
                 "created_at": anchor,
                 "current_period_start": anchor,

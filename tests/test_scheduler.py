@@ -25,7 +25,8 @@ def at(*args: int) -> datetime:
 
 
 def make_team(anchor: datetime, slug: str = "acme", plan_code: str = "free", **fields) -> Team:
-    """A team signed up at ``anchor`` with the free allowance of its first period, as sign-up does."""
+    """A personal team signed up at ``anchor`` with the free allowance of its first period, as sign-up does."""
+    fields.setdefault("is_personal", True)
     team = Team(name=slug.title(), slug=slug, period_anchor=anchor, created_at=anchor, plan_code="free", **fields)
     db.session.add(team)
     db.session.flush()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import func, select
 
 import seed
@@ -82,7 +83,9 @@ def test_seed_gives_each_demo_user_the_right_place(runner):
     assert user("member@example.com").current_team_id == demo_team().id
     for email in DEMO_EMAILS:  # everyone also has a personal team they own
         personal = db.session.scalars(
-            select(Team).join(Membership).where(Membership.user_id == user(email).id, Team.is_personal)
+            select(Team)
+            .join(Membership)
+            .where(Membership.user_id == user(email).id, Membership.role == "owner", Team.is_personal)
         ).all()
         assert len(personal) == 1
 
@@ -132,3 +135,26 @@ def test_seed_keeps_an_existing_accounts_password(runner, make_user):
     assert owner.name == "Real Owner"
     assert owner.check_password("my-own-password")
     assert role_in_demo_team("owner@example.com") == "owner"
+
+
+LIVE = pytest.mark.parametrize("app_config", [{"STRIPE_SECRET_KEY": "sk_live_not_a_real_key"}], ids=["live"])
+
+
+@LIVE
+def test_seed_refuses_on_a_live_mode_instance_and_creates_nothing(runner):
+    before = counts()
+
+    result = runner.invoke(seed_command)
+
+    assert result.exit_code != 0
+    assert "Refusing to seed" in result.output and "--force" in result.output
+    assert counts() == before
+    assert user("admin@example.com") is None
+
+
+@LIVE
+def test_seed_force_seeds_a_live_mode_instance_anyway(runner):
+    result = runner.invoke(seed_command, ["--force"])
+
+    assert result.exit_code == 0, result.output
+    assert user("admin@example.com").is_site_admin

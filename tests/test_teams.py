@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from starter import credits
+from starter import accounts, credits
 from starter.extensions import db
 from starter.models import Invitation, Membership, Team, User, utcnow
 from tests.conftest import AuthActions, csrf_token
@@ -83,9 +83,11 @@ def browser(app):  # type: ignore[no-untyped-def]
 
     def open_as(email: str) -> Browser:
         user = db.session.scalar(select(User).filter_by(email=email))
+        token = accounts.open_login_session(user, lifetime=timedelta(hours=1))
+        db.session.commit()
         client = app.test_client()
         with client.session_transaction() as session:
-            session["_user_id"] = user.session_token
+            session["_user_id"] = token
             session["_fresh"] = True
         return Browser(client, AuthActions(client))
 
@@ -115,7 +117,7 @@ def acme(fast_user, make_team) -> Acme:  # type: ignore[no-untyped-def]
 # --- Creating and switching teams ------------------------------------------------------------------------
 
 
-def test_creating_a_team_makes_you_its_owner_switches_to_it_and_gives_it_free_credits(client, auth, fast_user):
+def test_creating_a_team_makes_you_its_owner_and_switches_to_it(client, auth, fast_user):
     user = fast_user("alice@example.com", name="Alice")
     personal_team_id = user.current_team_id
     auth.login("alice@example.com")
@@ -128,7 +130,6 @@ def test_creating_a_team_makes_you_its_owner_switches_to_it_and_gives_it_free_cr
     assert team is not None and not team.is_personal
     assert role_in(user, team) == "owner"
     assert fresh(user).current_team_id == team.id
-    assert credits.balance(team.id).plan == 100
     assert credits.balance(personal_team_id).plan == 100
     assert "You are its owner." in page(client.get("/team/members"))
     assert current_team_name(client) == "Rocket Lab"

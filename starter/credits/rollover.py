@@ -93,7 +93,7 @@ def roll_over_free_teams(team_ids: Sequence[int], now: datetime) -> RolloverResu
     # SKIP LOCKED (PostgreSQL): a team busy elsewhere is left for the next run instead of waited on;
     # the conditions are checked again on the locked rows, so a team moved on meanwhile drops out.
     teams = db.session.execute(
-        select(teams_t.c.id, teams_t.c.period_anchor)
+        select(teams_t.c.id, teams_t.c.period_anchor, teams_t.c.is_personal)
         .where(
             teams_t.c.id.in_(list(team_ids)),
             teams_t.c.plan_code == plan.code,
@@ -130,7 +130,8 @@ def roll_over_free_teams(team_ids: Sequence[int], now: datetime) -> RolloverResu
         for block in due.get(team.id, ()):
             batch.expire(block)
         start, end = periods[team.id]
-        if (team.id, start) not in granted and plan.monthly_credits > 0:
+        # Only personal teams get the free allowance (``plans.gets_free_allowance``); others just move on.
+        if team.is_personal and (team.id, start) not in granted and plan.monthly_credits > 0:
             expires_at = None if plan.rollover else end
             batch.grant(
                 team.id,

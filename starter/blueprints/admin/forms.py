@@ -1,25 +1,21 @@
 from __future__ import annotations
 
-import uuid
-
-from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Regexp
+from wtforms import IntegerField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange
 
 from ...credits import MAX_AMOUNT
+from ...forms import Form, IdempotencyKeyField
 
 
-class AdjustForm(FlaskForm):
+class AdjustForm(Form):
     amount = IntegerField(
         "Credits",
         validators=[DataRequired(message="Enter a whole number other than 0."), NumberRange(-MAX_AMOUNT, MAX_AMOUNT)],
         description="Positive grants never-expiring credits; negative takes credits away.",
     )
     reason = StringField("Reason", validators=[DataRequired(), Length(max=200)], description="Shown in the ledger.")
-    idempotency_key = HiddenField(
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[A-Za-z0-9-]+$")], default=lambda: uuid.uuid4().hex
-    )
+    idempotency_key = IdempotencyKeyField()
 
 
-class ReplayForm(FlaskForm):
+class ReplayForm(Form):
     """Replay a stored event: a POST with its CSRF token."""

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from ...accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from ...forms import Form
 
 
 def strip_whitespace(value: str | None) -> str | None:
@@ -22,7 +22,7 @@ _password_rules = [
 ]
 
 
-class SignupForm(FlaskForm):
+class SignupForm(Form):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     email = EmailField(
         "Email",
@@ -35,14 +35,14 @@ class SignupForm(FlaskForm):
     invite = HiddenField()
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=255)], filters=[strip_whitespace])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
     remember = BooleanField("Remember me")
     next = HiddenField()
 
 
-class ForgotPasswordForm(FlaskForm):
+class ForgotPasswordForm(Form):
     email = EmailField(
         "Email",
         validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)],
@@ -50,6 +50,6 @@ class ForgotPasswordForm(FlaskForm):
     )
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(Form):
     password = PasswordField("New password", validators=_password_rules)
     confirm = PasswordField("Repeat the new password", validators=[DataRequired(), EqualTo("password")])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ... import accounts, mail, teams
@@ -25,6 +27,15 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _start_session(user, remember: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """A new login session (a row the log-out deletes) and a fresh cookie session; commits."""
+    # Remember-me: as long as its cookie (a year). Otherwise the cookie ends with the browser, and the
+    # row after PERMANENT_SESSION_LIFETIME (31 days) even if the browser is never closed.
+    if remember:
+        lifetime = current_app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
+    else:
+        lifetime = current_app.config["PERMANENT_SESSION_LIFETIME"]
+    accounts.open_login_session(user, lifetime=lifetime, remember=remember)
+    db.session.commit()
     # A fresh session at log-in: nothing set before it (by anyone) survives into the logged-in one.
     session.clear()
     login_user(user, remember=remember)
@@ -34,8 +45,20 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
-def _email_key() -> str:
-    return "login-email:" + accounts.normalise_email(request.form.get("email", ""))
+# Log-in limits count failed attempts only, per client and per (email, client): a flood of wrong
+# passwords from one place locks out that place, never the account's owner logging in from another
+# (a per-email limit alone lets anyone lock a victim out). The client is the remote address, the
+# real one behind a proxy when TRUSTED_PROXY_COUNT is set.
+def _client_key() -> str:
+    return "login-client:" + get_remote_address()
+
+
+def _email_client_key() -> str:
+    return f"login-email:{accounts.normalise_email(request.form.get('email', ''))}:{get_remote_address()}"
+
+
+def _login_failed(_response: Response) -> bool:
+    return bool(g.get("login_failed"))
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -64,8 +87,8 @@ def signup():  # type: ignore[no-untyped-def]
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_email_key)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_client_key, deduct_when=_login_failed)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_client_key, deduct_when=_login_failed)
 def login():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
@@ -75,6 +98,7 @@ def login():  # type: ignore[no-untyped-def]
     if form.validate_on_submit():
         user = accounts.authenticate(form.email.data, form.password.data)
         if user is None:
+            g.login_failed = True
             flash("Wrong email or password.", "error")
         else:
             db.session.commit()
@@ -86,6 +110,10 @@ def login():  # type: ignore[no-untyped-def]
 @bp.post("/logout")
 @login_required
 def logout():  # type: ignore[no-untyped-def]
+    """End this browser's login session on the server, so neither its session cookie nor its
+    remember-me cookie opens anything again; the user's other devices stay signed in."""
+    accounts.close_login_session(current_user.login_token)
+    db.session.commit()
     # Clear first: logout_user() leaves a note in the session that deletes the remember-me cookie.
     session.clear()
     logout_user()

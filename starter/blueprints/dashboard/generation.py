@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 WORDS = (
     "ledger",
@@ -34,11 +34,6 @@ WORDS = (
 class Generation:
     text: str
     credits: int  # what the work really cost, at most what was reserved
-    held: int = 0
-    replayed: bool = False
-
-    def charged(self, *, held: int, replayed: bool) -> Generation:
-        return replace(self, held=held, replayed=replayed)
 
 
 def fake_generation(prompt: str, max_credits: int) -> Generation:

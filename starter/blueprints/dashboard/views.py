@@ -10,11 +10,11 @@ from flask import Blueprint, Response, abort, current_app, g, render_template, r
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, credits, plans
+from ... import catalog, credits, generations, plans
 from ...access import team_role_required
 from ...credits import history
 from ...extensions import db
-from ...models import ENTRY_KINDS
+from ...models import ENTRY_KINDS, GenerationRun
 from ..billing.views import purchase_context
 from . import charts
 from .forms import GenerateForm, HistoryFilterForm
@@ -32,6 +32,7 @@ def index():  # type: ignore[no-untyped-def]
         "dashboard/index.html",
         balance=balance,
         plan=plans.plan_of(g.team),
+        allowance=plans.monthly_allowance(g.team),
         meter=charts.meter(balance.plan, balance.purchased, balance.other, balance.held),
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
@@ -122,31 +123,32 @@ def history_csv():  # type: ignore[no-untyped-def]
     )
 
 
+# OWASP's list: spreadsheets run a cell starting with = + - @ as a formula, and one starting with a
+# tab or a line break too, once the spreadsheet has stripped that leading whitespace.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
 def _safe_cell(text: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas: neutralise them."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    """A cell a spreadsheet shows as text: formula starts get a leading quote."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text
 
 
 @bp.route("/generate", methods=["GET", "POST"])
 @team_role_required("member")
 def generate():  # type: ignore[no-untyped-def]
-    """The example paid feature: reserve the cost, do the work, capture what it really cost."""
+    """The example paid feature: reserve the cost, do the work, charge what it cost (``starter.generations``).
+
+    A repeated key (a double submit, a reload) shows the first run's stored result; it never runs twice.
+    """
     form = GenerateForm()
     feature = catalog.FEATURES["ai_generation"]
-    result = None
+    run, replayed = None, False
     if form.validate_on_submit():
-        key = form.idempotency_key.data
         actor = credits.Actor("user", current_user.id)
         try:
-            hold = credits.hold(
-                g.team.id,
-                feature=feature.code,
-                key=f"generate:{key}:hold",
-                actor=actor,
-                description=feature.name,
+            started = generations.start(
+                g.team.id, f"generate:{form.idempotency_key.data}", form.prompt.data, feature=feature, actor=actor
             )
-            result = fake_generation(form.prompt.data, feature.credits)
-            captured = credits.capture(g.team.id, hold.id, result.credits, key=f"generate:{key}:capture", actor=actor)
         except credits.InsufficientCredits as error:
             db.session.rollback()
             return render_template(
@@ -157,9 +159,38 @@ def generate():  # type: ignore[no-untyped-def]
             if isinstance(error, credits.IdempotencyConflict):
                 abort(409, "This form was already used for another prompt. Reload the page to run a new one.")
             abort(error.status, str(error))
-        db.session.commit()
-        result = result.charged(held=hold.amount, replayed=hold.replayed and captured.replayed)
+        db.session.commit()  # the hold and the running run, before the work: no lock is held while it runs
+        run, replayed = started.run, not started.first
+        if started.first:
+            run = _run_generation(run, form.prompt.data, feature, actor)
+        if run.status == "running":
+            abort(409, "This request is still running. Reload in a moment to see its result.")
+        if run.status == "failed":
+            abort(409, "This run did not finish and nothing was charged. Open the page again to start a new one.")
         form = GenerateForm(formdata=None, prompt=form.prompt.data)
     return render_template(
-        "dashboard/generate.html", form=form, feature=feature, result=result, balance=credits.balance(g.team.id)
+        "dashboard/generate.html",
+        form=form,
+        feature=feature,
+        run=run,
+        replayed=replayed,
+        balance=credits.balance(g.team.id),
     )
+
+
+def _run_generation(run, prompt: str, feature: catalog.Feature, actor: credits.Actor):  # type: ignore[no-untyped-def]
+    """Do the work (outside any transaction), then charge it and store the result, or give the hold back."""
+    run_id = run.id
+    try:
+        result = fake_generation(prompt, feature.credits)  # your AI call goes here
+    except Exception:
+        generations.fail(db.session.get(GenerationRun, run_id), actor=actor)
+        db.session.commit()
+        raise
+    try:
+        run = generations.finish(run, result.text, result.credits, actor=actor)
+    except credits.HoldNotActive:
+        db.session.rollback()  # the work outlived its hold: nothing is charged, the result is dropped
+        run = generations.fail(db.session.get(GenerationRun, run_id), actor=actor)
+    db.session.commit()
+    return run

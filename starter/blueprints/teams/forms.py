@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, NumberRange
+
+from ...forms import Form
 
 
 def strip_whitespace(value: str | None) -> str | None:
@@ -13,15 +14,15 @@ def strip_whitespace(value: str | None) -> str | None:
 ROLE_CHOICES = [SelectChoice("member", "Member"), SelectChoice("admin", "Admin"), SelectChoice("owner", "Owner")]
 
 
-class TeamForm(FlaskForm):
+class TeamForm(Form):
     name = StringField("Team name", validators=[DataRequired(), Length(min=2, max=120)], filters=[strip_whitespace])
 
 
-class SwitchTeamForm(FlaskForm):
+class SwitchTeamForm(Form):
     team_id = IntegerField("Team", validators=[DataRequired(), NumberRange(1, 2**63 - 1)])
 
 
-class InviteForm(FlaskForm):
+class InviteForm(Form):
     email = EmailField(
         "Email",
         validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)],
@@ -30,13 +31,13 @@ class InviteForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES[:2], default="member")
 
 
-class RoleForm(FlaskForm):
+class RoleForm(Form):
     role = SelectField("Role", choices=ROLE_CHOICES)
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(Form):
     """A POST with nothing but its CSRF token: remove, revoke, accept."""
 
 
-class ApiKeyForm(FlaskForm):
+class ApiKeyForm(Form):
     name = StringField("Key name", validators=[DataRequired(), Length(max=120)], description="e.g. Production backend")

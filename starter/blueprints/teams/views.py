@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from ... import accounts, api_keys, mail, teams
@@ -74,8 +74,10 @@ def invite():  # type: ignore[no-untyped-def]
         return redirect(url_for("teams.members"))
     email = accounts.normalise_email(form.email.data)
     try:
+        config = current_app.config
+        limits = teams.InvitationLimits(config["INVITATIONS_PER_TEAM_PER_DAY"], config["INVITATIONS_PER_USER_PER_DAY"])
         _invitation, token = teams.invite(
-            g.team, current_user, email, form.role.data, current_app.config["INVITATION_MAX_AGE_DAYS"]
+            g.team, current_user, email, form.role.data, config["INVITATION_MAX_AGE_DAYS"], limits
         )
     except teams.TeamError as error:
         flash(str(error), "error")
@@ -99,6 +101,10 @@ def revoke(invitation_id: int):  # type: ignore[no-untyped-def]
     return redirect(url_for("teams.members"))
 
 
+def _revoked_note(revoked: int) -> str:
+    return f" The {revoked} API key(s) they created were revoked." if revoked else ""
+
+
 @bp.post("/members/<id:membership_id>/role")
 @team_role_required("admin")
 def change_role(membership_id: int):  # type: ignore[no-untyped-def]
@@ -107,12 +113,12 @@ def change_role(membership_id: int):  # type: ignore[no-untyped-def]
     if not form.validate_on_submit():
         abort(400, "Choose a valid role.")
     try:
-        teams.change_role(g.membership, target, form.role.data)
+        revoked = teams.change_role(g.membership, target, form.role.data)
     except teams.TeamError as error:
         flash(str(error), "error")
     else:
         db.session.commit()
-        flash(f"{target.user.name} is now {target.role}.", "success")
+        flash(f"{target.user.name} is now {target.role}.{_revoked_note(revoked)}", "success")
     return redirect(url_for("teams.members"))
 
 
@@ -124,12 +130,12 @@ def remove(membership_id: int):  # type: ignore[no-untyped-def]
         abort(400)
     name = target.user.name
     try:
-        teams.remove_member(g.membership, target)
+        revoked = teams.remove_member(g.membership, target)
     except teams.TeamError as error:
         flash(str(error), "error")
     else:
         db.session.commit()
-        flash(f"{name} was removed from the team.", "info")
+        flash(f"{name} was removed from the team.{_revoked_note(revoked)}", "info")
     return redirect(url_for("teams.members"))
 
 
@@ -154,25 +160,33 @@ def accept(token: str):  # type: ignore[no-untyped-def]
     return render_template("teams/accept.html", invitation=invitation, form=form, wrong_account=wrong_account), status
 
 
+NEW_KEY = "new_api_key"  # session entry holding a just-created key until the page has shown it
+
+
 @bp.route("/api-keys", methods=["GET", "POST"])
 @team_role_required("admin")
 def keys():  # type: ignore[no-untyped-def]
-    """The team's API keys; a new key is shown once, on the page that created it (never in a URL or flash)."""
+    """The team's API keys. A new key is created by the POST and shown once by the GET it redirects to.
+
+    Post/redirect/get: refreshing the page that shows the key reloads a GET instead of posting the
+    form again (a second key). The raw key waits in the session, never in a URL, for that one GET.
+    """
     form = ApiKeyForm()
-    created = None
     if form.validate_on_submit():
         key, raw = api_keys.create(g.team.id, form.name.data.strip(), created_by_id=current_user.id)
         db.session.commit()
-        created = (key, raw)
-        form = ApiKeyForm(formdata=None)
-    response = render_template(
+        session[NEW_KEY] = {"team_id": g.team.id, "name": key.name, "raw": raw}
+        return redirect(url_for("teams.keys"), 303)
+    created = session.pop(NEW_KEY, None)
+    if created is not None and created.get("team_id") != g.team.id:
+        created = None  # switched team in between: the key is not this team's to show
+    return render_template(
         "teams/api_keys.html",
         form=form,
         keys=api_keys.team_keys(g.team.id),
         created=created,
         confirm_form=ConfirmForm(),
     )
-    return (response, 201, {"Cache-Control": "no-store"}) if created else response
 
 
 @bp.post("/api-keys/<id:key_id>/revoke")
