@@ -134,6 +134,9 @@ def test_an_unknown_pack_or_plan_is_refused_before_stripe(auth, standin, team) -
         assert start_checkout(auth, kind, code).status_code == 400, (kind, code)
     for attempt in ("", "has space", "x" * 65):  # the attempt makes the idempotency key: it must be real
         assert start_checkout(auth, "pack", "small", attempt).status_code == 400, attempt
+    # Posted without its attempt at all: refused, not given a key the server makes up.
+    missing = auth.post("/billing/checkout", {"kind": "pack", "code": "small"}, token_from="/billing")
+    assert missing.status_code == 400
     assert standin.requests == []
 
 

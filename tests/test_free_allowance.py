@@ -78,7 +78,7 @@ def test_the_per_team_rollover_agrees(app, fast_user):
     db.session.commit()
     month_later = datetime.now(UTC) + timedelta(days=32)
 
-    result = credits.roll_over_team(other.id, month_later)
+    result = plans.roll_over_team(other.id, month_later)
 
     assert (result.teams, result.grants) == (1, 0)
     assert plan_blocks(other.id) == 0

@@ -104,6 +104,7 @@ def seed(app: Flask) -> Seed:
             {
                 "name": f"Due {index}",
                 "slug": f"due-{index}",
+                "is_personal": True,  # only personal teams get the free plan's monthly allowance
                 "plan_code": catalog.FREE_PLAN.code,
                 "period_anchor": anchor + timedelta(minutes=index),
                 "created_at": anchor,

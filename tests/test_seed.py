@@ -137,7 +137,11 @@ def test_seed_keeps_an_existing_accounts_password(runner, make_user):
     assert role_in_demo_team("owner@example.com") == "owner"
 
 
-LIVE = pytest.mark.parametrize("app_config", [{"STRIPE_SECRET_KEY": "sk_live_not_a_real_key"}], ids=["live"])
+LIVE = pytest.mark.parametrize(
+    "app_config",
+    [{"STRIPE_SECRET_KEY": "sk_live_not_a_real_key", "STRIPE_WEBHOOK_SECRET": "whsec_live_test"}],
+    ids=["live"],
+)
 
 
 @LIVE

@@ -45,10 +45,12 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
-# Log-in limits count failed attempts only, per client and per (email, client): a flood of wrong
-# passwords from one place locks out that place, never the account's owner logging in from another
-# (a per-email limit alone lets anyone lock a victim out). The client is the remote address, the
-# real one behind a proxy when TRUSTED_PROXY_COUNT is set.
+# Log-in limits are per client and per (email, client): a flood of wrong passwords from one place
+# locks out that place, never the account's owner logging in from another (a per-email limit alone
+# lets anyone lock a victim out). Per client only failures count, so many people behind one office
+# address can log in; per (email, client) every attempt counts up front, so concurrent guesses at
+# one account cannot all slip past a counter that is only bumped after each answer. The client is
+# the remote address, the real one behind a proxy when TRUSTED_PROXY_COUNT is set.
 def _client_key() -> str:
     return "login-client:" + get_remote_address()
 
@@ -88,7 +90,7 @@ def signup():  # type: ignore[no-untyped-def]
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], key_func=_client_key, deduct_when=_login_failed)
-@limiter.limit(_login_limit, methods=["POST"], key_func=_email_client_key, deduct_when=_login_failed)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_email_client_key)
 def login():  # type: ignore[no-untyped-def]
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))

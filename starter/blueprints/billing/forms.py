@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import secrets
-
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField
-from wtforms.validators import AnyOf, DataRequired, Length, Regexp
+from wtforms.validators import AnyOf, DataRequired, Length
+
+from ...forms import IdempotencyKeyField
 
 
 class CheckoutForm(FlaskForm):
@@ -12,10 +12,9 @@ class CheckoutForm(FlaskForm):
 
     kind = HiddenField(validators=[DataRequired(), AnyOf(["pack", "plan"])])
     code = HiddenField(validators=[DataRequired(), Length(max=32)])
-    # Required: an empty one would make every hand-made POST share one Checkout idempotency key.
-    attempt = HiddenField(
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[A-Za-z0-9_-]+$")], default=lambda: secrets.token_hex(8)
-    )
+    # Sent by the page, never made up: a default filled in on a POST without it would give the two
+    # halves of a double submit two Checkout Sessions.
+    attempt = IdempotencyKeyField()
 
 
 class PortalForm(FlaskForm):
