@@ -364,13 +364,6 @@ class PaymentReversal(db.Model):
     funds_reinstated: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    @property
-    def money_back(self) -> int:
-        """Cents this reversal takes from the merchant now."""
-        if self.kind == "refund":
-            return self.amount_cents
-        return self.amount_cents if self.funds_withdrawn and not self.funds_reinstated else 0
-
 
 class StripeEvent(db.Model):
     """Every webhook event received: the dedupe key and the audit trail."""

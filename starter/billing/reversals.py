@@ -111,7 +111,9 @@ def settle(team_id: int, payment_intent: str | None) -> None:
     found = list(db.session.scalars(select(PaymentReversal).where(PaymentReversal.payment_intent == payment_intent)))
     # One charge per payment intent: its cumulative refund is the largest figure on record.
     refunded = max([r.amount_cents for r in found if r.kind == "refund"], default=0)
-    disputed = sum(r.money_back for r in found if r.kind == "dispute")
+    disputed = sum(
+        r.amount_cents for r in found if r.kind == "dispute" and r.funds_withdrawn and not r.funds_reinstated
+    )
     money_back = min(purchase.amount_cents, refunded + disputed)
     target = purchase.credits * money_back // purchase.amount_cents if purchase.amount_cents else 0
     meta = {"refunded_cents": refunded, "money_back_cents": money_back, "payment_intent": payment_intent}
