@@ -39,9 +39,9 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Benchmarks print figures (needs TEST_DATABASE_URL for the PostgreSQL rows).
+## Benchmarks print figures and write bench/RESULTS.md (PostgreSQL: TEST_DATABASE_URL or BENCH_DATABASE_URL).
 bench: $(VENV)/.installed
-	$(BIN)/python bench/credits.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) instance/starter.db .pytest_cache .ruff_cache

@@ -1,15 +1,15 @@
-"""Spends per second through the JSON API under gunicorn, beside the ledger called in-process.
+"""A spend through the JSON API under gunicorn, measured against the database's own floor for a spend.
 
-    TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test python bench/api.py
+    TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python bench/api.py
+    (BENCH_ROUNDS=9 more rounds, BENCH_BURST=100 requests per client and burst)
 
-PostgreSQL only (BENCH_DATABASE_URL or TEST_DATABASE_URL names the server; the script creates and
-drops its own database, ``starter_bench_api``). It starts gunicorn on 127.0.0.1 (2 workers, gthread,
-4 threads each), and for each load sends a fixed number of ``POST /api/v1/spend`` from client
-threads on this machine, each over one kept-alive connection, timing every request. Then it runs
-the same number of spends in this process, ``credits.spend`` + commit in a loop per thread (what
-``bench/credits.py`` measures), on the same database. The ratio is what HTTP, gunicorn, Flask,
-the key lookup, the rate limiter and JSON cost over the ledger itself. It stops by itself well
-within two minutes; a benchmark prints figures and asserts nothing.
+PostgreSQL only; the script creates and drops its own database, ``starter_bench_api``, migrated to head. It starts
+gunicorn on 127.0.0.1 with the project's gunicorn.conf.py (2 workers, gthread, 4 threads each) and sends
+``POST /api/v1/spend`` from client threads on this machine, each over one kept-alive connection. The floor is the
+minimal locked spend straight through psycopg2 (``harness.FLOOR_SQL``). Loads: 1 client; 8 clients on one team;
+8 clients on 8 teams. HTTP and floor run in short bursts, rotated, round after round; each figure is the median
+over rounds of the ratio within a round. What it shows is what HTTP, gunicorn, Flask, the key lookup, the rate
+limiter, JSON and the ledger together cost over the bare SQL. A benchmark prints figures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -22,125 +22,53 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from credits import make_app, make_teams, migrate  # noqa: E402
+from harness import FloorSpender, burst, interleave, machine, median_ratio, report, scratch_database, spread  # noqa: E402
 
-from starter import api_keys, create_app, credits  # noqa: E402
-from starter.config import normalise_database_url  # noqa: E402
+from starter import api_keys  # noqa: E402
 from starter.extensions import db  # noqa: E402
-from starter.models import Team  # noqa: E402
 
-DATABASE = "starter_bench_api"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+BURST = int(os.environ.get("BENCH_BURST", "100"))  # requests per client in one burst
 WORKERS, THREADS = 2, 4
-REQUESTS = int(os.environ.get("BENCH_REQUESTS", "480"))  # per load, split between the clients
-WARM_UP = 5  # requests per client before the clock starts: connections, pools, caches
-LOADS = [("1 client, 1 team", 1, 1), ("8 clients, 1 team", 8, 1), ("8 clients, 8 teams", 8, 8)]
-DEADLINE_SECONDS = 110
-
-
-class Deadline(Exception):
-    pass
-
-
-def make_teams(app, count: int, label: str) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
-    """``count`` fresh teams with plenty of credits, and an API key for each."""
-    teams = []
-    with app.app_context():
-        for number in range(count):
-            team = Team(name=f"{label} {number}", slug=f"{label}-{number}-{time.monotonic_ns()}")
-            db.session.add(team)
-            db.session.flush()
-            credits.open_account(team)
-            credits.grant(team.id, 100_000_000, source="purchase", key="pack")
-            teams.append((team.id, api_keys.create(team.id, "bench")[1]))
-        db.session.commit()
-    return teams
-
-
-def run_clients(clients: int, work: Callable[[int, int], list[float]], total: int) -> tuple[float, list[float]]:
-    """(calls per second, latencies) of ``clients`` threads each making ``total // clients`` calls."""
-    per_client = total // clients
-    barrier = threading.Barrier(clients + 1)
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-
-    def body(index: int) -> None:
-        barrier.wait()
-        latencies[index] = work(index, per_client)
-
-    pool = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(clients)]
-    for thread in pool:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    return clients * per_client / elapsed, [t for per in latencies for t in per]
-
-
+LOADS = (("1 client", 1, 1), ("8 clients, one team", 8, 1), ("8 clients, 8 teams", 8, 8))
 RETRIES: list[str] = []
 
 
-def http_worker(port: int, teams: list[tuple[int, str]], label: str) -> Callable[[int, int], list[float]]:
-    def work(index: int, count: int) -> list[float]:
-        _, key = teams[index % len(teams)]
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        timings = []
-        for n in range(count):
-            body = json.dumps({"amount": 1, "idempotency_key": f"{label}-{index}-{n}"})
-            started = time.perf_counter()
-            for attempt in range(3):
-                try:
-                    connection.request("POST", "/api/v1/spend", body=body, headers=headers)
-                    response = connection.getresponse()
-                    response.read()
-                    break
-                except ConnectionError:
-                    # A dropped keep-alive connection: reconnect and send again. The idempotency key
-                    # makes that safe; a spend that did land answers 200 (a replay) instead of 201.
-                    RETRIES.append(label)
-                    connection.close()
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                    if attempt == 2:
-                        raise
-            timings.append(time.perf_counter() - started)
-            if response.status not in (200, 201):
-                raise RuntimeError(f"spend answered {response.status}")
-        connection.close()
-        return timings
+def http_spender(port: int, key: str, label: str) -> Callable[[], None]:
+    """One client on one kept-alive connection, spending one credit per call."""
+    state = {"connection": http.client.HTTPConnection("127.0.0.1", port, timeout=10), "count": 0}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-    return work
+    def spend() -> None:
+        state["count"] += 1
+        body = json.dumps({"amount": 1, "idempotency_key": f"{label}-{state['count']}-{time.monotonic_ns()}"})
+        for attempt in range(3):
+            try:
+                state["connection"].request("POST", "/api/v1/spend", body=body, headers=headers)
+                response = state["connection"].getresponse()
+                response.read()
+                break
+            except ConnectionError:
+                # A dropped keep-alive connection: reconnect and send again. The idempotency key makes that
+                # safe; a spend that did land answers 200 (a replay) instead of 201.
+                RETRIES.append(label)
+                state["connection"].close()
+                state["connection"] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                if attempt == 2:
+                    raise
+        if response.status not in (200, 201):
+            raise RuntimeError(f"spend answered {response.status}")
 
-
-def ledger_worker(app, teams: list[tuple[int, str]], label: str) -> Callable[[int, int], list[float]]:  # type: ignore[no-untyped-def]
-    def work(index: int, count: int) -> list[float]:
-        team_id, _ = teams[index % len(teams)]
-        timings = []
-        with app.app_context():
-            for n in range(count):
-                started = time.perf_counter()
-                credits.spend(team_id, 1, key=f"{label}-{index}-{n}", actor=credits.Actor("api", None))
-                db.session.commit()
-                timings.append(time.perf_counter() - started)
-            db.session.remove()
-        return timings
-
-    return work
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+    return spend
 
 
 def free_port() -> int:
@@ -161,7 +89,7 @@ def start_gunicorn(url: str, port: int, log: Any) -> subprocess.Popen:
     }
     command = [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS)]
-    command += ["--log-level", "warning"]
+    command += ["--log-level", "warning", "--keep-alive", "120"]  # bursts pause between rounds
     server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(200):
         try:
@@ -175,82 +103,68 @@ def start_gunicorn(url: str, port: int, log: Any) -> subprocess.Popen:
     raise RuntimeError("gunicorn did not start")
 
 
-def measure(app, port: int, number: int, label: str, clients: int, team_count: int) -> tuple:  # type: ignore[no-untyped-def]
-    """One load: HTTP spends on fresh teams, then in-process spends on other fresh teams."""
-    teams = make_teams(app, team_count, f"http{number}")
-    run_clients(clients, http_worker(port, teams, f"warm{number}"), WARM_UP * clients)
-    http_rate, latencies = run_clients(clients, http_worker(port, teams, f"http{number}"), REQUESTS)
-    teams = make_teams(app, team_count, f"app{number}")
-    ledger_rate, _ = run_clients(clients, ledger_worker(app, teams, f"app{number}"), REQUESTS)
-    print(f"  {label:<20} http {http_rate:7.0f}/s   in-process {ledger_rate:7.0f}/s", file=sys.stderr)
-    return label, http_rate, percentile(latencies, 0.5), percentile(latencies, 0.99), ledger_rate
+def main() -> None:
+    with scratch_database("starter_bench_api") as url:
+        app = make_app(url)
+        migrate(app)
+        variants: dict[str, Callable[[], float]] = {}
+        floors: list[FloorSpender] = []
+        port = free_port()
+        with tempfile.TemporaryFile("w+") as log:
+            server = start_gunicorn(url, port, log)
+            try:
+                for label, clients, team_count in LOADS:
+                    slug = label.replace(" ", "").replace(",", "")
+                    floor_teams = make_teams(app, team_count, f"floor{slug}")
+                    http_teams = make_teams(app, team_count, f"http{slug}")
+                    with app.app_context():
+                        keys = [api_keys.create(team_id, "bench")[1] for team_id, _ in http_teams]
+                        db.session.commit()
+                    floor_workers, http_workers = [], []
+                    for index in range(clients):
+                        team_id, block_id = floor_teams[index % team_count]
+                        floors.append(FloorSpender(url, team_id, block_id, f"{slug}{index}"))
+                        floor_workers.append(floors[-1].spend)
+                        http_workers.append(http_spender(port, keys[index % team_count], f"{slug}{index}"))
+                    variants[f"floor {label}"] = lambda workers=floor_workers: burst(workers, BURST)
+                    variants[f"http {label}"] = lambda workers=http_workers: burst(workers, BURST)
+                interleave(variants, 1)  # warm-up, not counted: connections, pools, caches
+                figures = interleave(variants, ROUNDS)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                try:
+                    server.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                for floor in floors:
+                    floor.close()
+                with app.app_context():
+                    db.engine.dispose()
+                log.seek(0)
+                if errors := log.read().strip():
+                    print(f"gunicorn said:\n{errors[-3000:]}", file=sys.stderr)
+        described = machine()
 
-
-def bench(url: str) -> list[tuple[str, float, float, float, float]]:
-    app = create_app(
+    print(f"\nPOST /api/v1/spend under gunicorn ({WORKERS} workers x {THREADS} gthread threads) ÷ the minimal locked")
+    print(f"spend through psycopg2 (PostgreSQL; {ROUNDS} rounds of {BURST} requests per client and variant, rotated;")
+    print(f"median of per-round ratios). {described}\n")
+    print("| load                 | HTTP spends/s | floor spends/s | HTTP ÷ floor | per-round range |")
+    print("|----------------------|--------------:|---------------:|-------------:|----------------:|")
+    for label, _, _ in LOADS:
+        http_name, floor_name = f"http {label}", f"floor {label}"
+        http_rate = sorted(figures[http_name])[len(figures[http_name]) // 2]
+        floor_rate = sorted(figures[floor_name])[len(figures[floor_name]) // 2]
+        ratio = median_ratio(figures, http_name, floor_name)
+        print(
+            f"| {label:<20} | {http_rate:13.0f} | {floor_rate:14.0f} | {ratio:12.2f} |"
+            f" {spread(figures, http_name, floor_name):>15} |"
+        )
+    report(
         {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SCHEDULER_ENABLED": False,
-            "TESTING": True,
-            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 10},
+            f"HTTP spend ÷ floor, {label}": median_ratio(figures, f"http {label}", f"floor {label}")
+            for label, _, _ in LOADS
         }
     )
-    with app.app_context():
-        db.create_all()
-    port = free_port()
-    with tempfile.TemporaryFile("w+") as log:
-        server = start_gunicorn(url, port, log)
-        try:
-            rows = [measure(app, port, number, *load) for number, load in enumerate(LOADS)]
-            with app.app_context():
-                if problems := credits.verify():
-                    raise RuntimeError(f"the ledger does not add up: {problems[:3]}")
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            with app.app_context():
-                db.engine.dispose()
-            log.seek(0)
-            if errors := log.read().strip():
-                print(f"gunicorn said:\n{errors[-3000:]}", file=sys.stderr)
-    return rows
-
-
-def main() -> None:
-    base = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-    if not base or not base.startswith(("postgres://", "postgresql")):
-        sys.exit("Set BENCH_DATABASE_URL or TEST_DATABASE_URL to a PostgreSQL server.")
-
-    def out_of_time(*_: object) -> None:
-        raise Deadline(f"stopped after {DEADLINE_SECONDS} s")
-
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.alarm(DEADLINE_SECONDS)
-    admin = create_engine(normalise_database_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {DATABASE}"))
-    url = make_url(normalise_database_url(base)).set(database=DATABASE).render_as_string(hide_password=False)
-    try:
-        rows = bench(url)
-    finally:
-        signal.alarm(0)
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        admin.dispose()
-    print(
-        f"\nPOST /api/v1/spend under gunicorn ({WORKERS} workers x {THREADS} gthread threads) vs credits.spend "
-        f"in-process; PostgreSQL, {REQUESTS} spends per load, {os.cpu_count()} CPUs shared by clients, "
-        "server and database\n"
-    )
-    print("| load                 | HTTP spends/s | p50 ms | p99 ms | in-process spends/s | in-process ÷ HTTP |")
-    print("|----------------------|--------------:|-------:|-------:|--------------------:|------------------:|")
-    for label, http_rate, p50, p99, ledger_rate in rows:
-        ratio = ledger_rate / http_rate
-        print(f"| {label:<20} | {http_rate:13.0f} | {p50:6.1f} | {p99:6.1f} | {ledger_rate:19.0f} | {ratio:16.2f}x |")
     if RETRIES:
         print(f"\n{len(RETRIES)} request(s) resent after a dropped connection (same idempotency key).")
 
