@@ -4,6 +4,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField
 from wtforms.validators import AnyOf, DataRequired, Length
 
+from ...billing.testmode_cards import DEFAULT_CARD, TEST_CARDS
 from ...forms import IdempotencyKeyField
 
 
@@ -22,7 +23,10 @@ class PortalForm(FlaskForm):
 
 
 class TestPaymentForm(FlaskForm):
+    """Test mode's checkout: pay (with one of Stripe's test cards) or cancel."""
+
     action = HiddenField(validators=[DataRequired(), AnyOf(["pay", "cancel"])])
+    card = SelectField("Test card", choices=[(c.number, c.label) for c in TEST_CARDS.values()], default=DEFAULT_CARD)
 
 
 TEST_PORTAL_ACTIONS = [
