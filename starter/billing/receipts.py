@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from .. import catalog, mail
@@ -134,6 +135,11 @@ def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
     return record
 
 
+def absolute_url(endpoint: str, **values: Any) -> str:
+    """A link for an email on ``BASE_URL``; works in a job too, where no request is there to build it from."""
+    return current_app.config["BASE_URL"] + current_app.url_map.bind("localhost").build(endpoint, values)
+
+
 def email_receipt(
     team: Team, what: str, amount_cents: int, credits: int, reference: str, hosted_url: str | None = None
 ) -> None:
@@ -144,7 +150,7 @@ def email_receipt(
         .where(Membership.team_id == team.id, Membership.role.in_(("owner", "admin")))
         .order_by(User.id)
     )
-    link = hosted_url or mail.external_url("payments.receipts")
+    link = hosted_url or absolute_url("payments.receipts")
     for email in emails:
         mail.send(
             email,

@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from .. import catalog, credits, mail
-from ..credits.recharge_due import COUNTED, month_start, record_due, set_threshold
+from ..credits.recharge_due import COUNTED, lock_account, month_start, record_due, set_threshold
 from ..extensions import db
 from ..models import (
     RECHARGE_IN_FLIGHT,
@@ -38,7 +38,7 @@ from ..models import (
     User,
     utcnow,
 )
-from . import reversals
+from . import receipts, reversals
 from .customers import team_for
 from .errors import BillingError, Ignored
 
@@ -56,10 +56,17 @@ class RechargeError(BillingError):
 
 
 def lock_team(team_id: int) -> Team | None:
-    """The team row first, then settings, then the balance: the order every Stripe handler takes them in."""
-    return db.session.scalar(
-        select(Team).where(Team.id == team_id).with_for_update().execution_options(populate_existing=True)
+    """Lock the team row, then its balance row: auto-recharge's bookkeeping takes them in that order
+    before any recharge or settings row (team → balance → recharge → settings), as the ledger's own
+    callers do (team → balance) and a spend does (balance → the recharge it inserts), so none deadlock."""
+    team = db.session.scalar(
+        select(Team)
+        .where(Team.id == team_id)
+        .with_for_update(key_share=True)  # as team_for: never blocks a spend's foreign-key check
+        .execution_options(populate_existing=True)
     )
+    lock_account(team_id)
+    return team
 
 
 def settings_of(team_id: int, *, lock: bool = False) -> AutoRechargeSettings | None:
@@ -225,6 +232,7 @@ def _recharge_of(payment_intent: Json) -> tuple[Team, AutoRecharge] | None:
     if metadata.get("kind") != KIND:
         return None
     team = team_for(payment_intent.get("customer"), metadata)
+    lock_account(team.id)  # before the recharge row: see lock_team
     recharge = db.session.scalar(
         select(AutoRecharge)
         .where(AutoRecharge.id == int(str(metadata.get("auto_recharge_id") or 0) or 0), AutoRecharge.team_id == team.id)
@@ -280,8 +288,6 @@ def payment_succeeded(payment_intent: Json) -> None:
         )
         db.session.flush()
         reversals.settle(team.id, pi_id)  # a refund delivered before this success is applied now
-        from . import receipts
-
         receipts.email_receipt(team, f"Auto-recharge: {name}", recharge.amount_cents, recharge.credits, pi_id)
     recharge.status, recharge.payment_intent_id, recharge.updated_at = "succeeded", pi_id, now
     recharge.succeeded_at = recharge.succeeded_at or now
@@ -362,7 +368,7 @@ def requires_action(recharge: AutoRecharge, payment_intent: Json, attempt: int) 
         "auto_recharge_action",
         roles=("owner", "admin"),
         recharge=recharge,
-        link=mail.external_url("payments.auto_recharge_confirm", recharge_id=recharge.id),
+        link=receipts.absolute_url("payments.auto_recharge_confirm", recharge_id=recharge.id),
     )
     return True
 

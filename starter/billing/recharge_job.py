@@ -1,8 +1,9 @@
 """Paying due auto-recharges, outside every spend's transaction: the scheduler job and
 ``flask billing recharge-due`` call ``pay_due``.
 
-Each recharge is claimed in a short transaction (its row locked, ``SKIP LOCKED`` so two runners
-never take the same one, the guardrails checked again, the attempt counted and committed), then
+Each recharge is claimed in a short transaction (team, balance and recharge rows locked in that
+order, so a second runner waits and then finds it claimed; the guardrails checked again, the
+attempt counted and committed), then
 charged with no transaction open: an off-session PaymentIntent whose idempotency key names the
 attempt (``auto-recharge:<id>:<attempt>``). A crash or a network error between the two leaves the
 recharge ``processing``; after ``AUTO_RECHARGE_STALE_SECONDS`` the next run repeats the **same**
@@ -69,15 +70,18 @@ def _claim(recharge_id: int, now: datetime) -> tuple[AutoRecharge, Json] | None:
     """Lock the recharge, check it is still due and allowed, count the attempt; the caller commits.
 
     Returns the recharge and the PaymentIntent parameters, or None (not due any more, or canceled)."""
+    team_id = db.session.scalar(select(AutoRecharge.team_id).where(AutoRecharge.id == recharge_id))
+    if team_id is None:
+        return None
+    team = recharge.lock_team(team_id)  # team → balance → recharge: the order of every recharge change
     row = db.session.scalar(
         select(AutoRecharge)
         .where(AutoRecharge.id == recharge_id)
-        .with_for_update(skip_locked=True)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
     if row is None:
         return None
-    team = recharge.lock_team(row.team_id)
     stale = now - timedelta(seconds=current_app.config["AUTO_RECHARGE_STALE_SECONDS"])
     repeat = row.status == "processing" and row.updated_at <= stale  # the same attempt again, same key
     if not (row.status == "due" or repeat or (row.status == "retrying" and row.next_attempt_at <= now)):
@@ -193,9 +197,11 @@ def _record_decline(recharge_id: int, attempt: int, declined: PaymentDeclined, r
 
 def _deliver_test_mode_events() -> None:
     """Test mode's Stripe queues the events a payment makes; they go through the webhook code."""
-    from . import testmode, webhooks
+    from . import testmode_cards, webhooks
 
-    for payload, signature in testmode.take_queued():
+    if not gateway.is_test_mode():
+        return
+    for payload, signature in testmode_cards.take_queued():
         status, body = webhooks.receive(payload, signature)
         if status != 200:
             log.warning("test-mode event not processed: %s", body)

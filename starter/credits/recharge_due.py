@@ -21,6 +21,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import RECHARGE_IN_FLIGHT, AutoRecharge, AutoRechargeSettings, UTCDateTime
 from .core import Locked, balances, lock
+from .rules import InvalidRequest
 
 settings_t = AutoRechargeSettings.__table__
 recharges_t = AutoRecharge.__table__
@@ -78,6 +79,18 @@ def record_due(team_id: int, balance_after: int, now: datetime) -> None:
     )
     dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     db.session.execute(dialect.insert(recharges_t).from_select(columns, source).on_conflict_do_nothing())
+
+
+def lock_account(team_id: int) -> Locked | None:
+    """The balance-row lock, taken by auto-recharge's bookkeeping before it touches a recharge row.
+
+    A spend holds this lock when its ``INSERT`` meets an in-flight recharge in the unique index, and
+    waits there for whoever is changing that row; so whoever changes it must hold this lock first.
+    """
+    try:
+        return lock(team_id)
+    except InvalidRequest:  # no credit account yet: nothing to order against
+        return None
 
 
 def set_threshold(team_id: int, threshold: int | None) -> None:
