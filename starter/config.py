@@ -82,6 +82,7 @@ def from_environment(instance_path: str) -> dict:
         ),
         "AUTO_RECHARGE_MAX_FAILURES": _int("AUTO_RECHARGE_MAX_FAILURES", 3),
         "AUTO_RECHARGE_STALE_SECONDS": _int("AUTO_RECHARGE_STALE_SECONDS", 600),
+        "AUTO_RECHARGE_ACTION_HOURS": _int("AUTO_RECHARGE_ACTION_HOURS", 72),  # to confirm a 3-D Secure payment
         "LOW_BALANCE_THRESHOLD": _int("LOW_BALANCE_THRESHOLD", 50),
         "HOLD_TTL_SECONDS": _int("HOLD_TTL_SECONDS", 900),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", "").strip() or None,

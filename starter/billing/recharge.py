@@ -152,11 +152,8 @@ def card_attached(payment_method: Json) -> None:
     created = int(payment_method.get("created") or 0)
     if settings.payment_method_id == payment_method["id"]:
         return
-    if settings.payment_method_created is not None and (created, payment_method["id"]) < (
-        settings.payment_method_created,
-        settings.payment_method_id or "",
-    ):
-        return  # a late delivery of an older card: the newer one stays on file
+    if settings.payment_method_created is not None and created < settings.payment_method_created:
+        return  # a late delivery of an older card: the newer one stays on file (same second: the latest heard)
     card = payment_method.get("card") or {}
     settings.payment_method_id, settings.payment_method_created = payment_method["id"], created
     settings.card_brand, settings.card_last4 = str(card.get("brand") or "card")[:32], str(card.get("last4") or "")[:4]
@@ -330,7 +327,7 @@ def backoff(failures: int) -> timedelta:
 def record_failure(recharge: AutoRecharge, attempt: int, code: str, message: str, pi_id: str | None) -> bool:
     """Count a declined attempt once (the job's answer and the webhook both report it): retry later
     with backoff, or, after the last allowed failure in a row, turn auto-recharge off and email the owners."""
-    if recharge.attempts != attempt or recharge.status not in ("processing", "confirming"):
+    if recharge.attempts != attempt or recharge.status not in ("processing", "confirming", "requires_action"):
         return False  # this attempt's outcome is recorded already
     now = utcnow()
     settings = _settings_for_update(recharge.team_id)

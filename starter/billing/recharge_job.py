@@ -207,10 +207,28 @@ def _deliver_test_mode_events() -> None:
             log.warning("test-mode event not processed: %s", body)
 
 
+def expire_unconfirmed(now: datetime, result: PayResult) -> None:
+    """A recharge waiting for 3-D Secure longer than ``AUTO_RECHARGE_ACTION_HOURS`` counts as a failure:
+    it stops holding the team's one slot in flight, and enough of them turn auto-recharge off."""
+    hours = current_app.config["AUTO_RECHARGE_ACTION_HOURS"]
+    waiting = db.session.scalars(
+        select(AutoRecharge.id).where(
+            AutoRecharge.status == "requires_action", AutoRecharge.updated_at <= now - timedelta(hours=hours)
+        )
+    ).all()
+    for recharge_id in waiting:
+        row = _locked(recharge_id)
+        if row is not None and row.status == "requires_action":
+            message = f"The payment was not confirmed within {hours} hours."
+            result.declined += recharge.record_failure(row, row.attempts, "authentication_required", message, None)
+        db.session.commit()
+
+
 def pay_due(now: datetime | None = None, *, limit: int = 100) -> PayResult:
     """Pay every due recharge (up to ``limit``); returns what happened. Used by the job and the CLI."""
     result = PayResult()
     now = now or utcnow()
+    expire_unconfirmed(now, result)
     for recharge_id in due_ids(now, limit):
         try:
             pay_one(recharge_id, now, result)
