@@ -164,7 +164,8 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+            # hooks.stripe.com: the 3-D Secure page an auto-recharge's confirmation redirects to.
+            "form-action 'self' https://checkout.stripe.com https://billing.stripe.com https://hooks.stripe.com; "
             "frame-ancestors 'none'; base-uri 'self'",
         )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -211,6 +211,25 @@ def test_a_crossing_from_each_path_records_one_recharge(app, auth, standin, team
     assert len(recharges(team)) == 1
 
 
+def test_a_new_crossing_while_one_is_in_flight_records_no_second(auth, standin, team) -> None:
+    ready(auth, standin, team)
+    spend(team, 400, "cross-1")
+    credits.grant(team.id, 1_000, source="promo", key="promo")  # back above the threshold, recharge still due
+    db.session.commit()
+    spend(team, 1_000, "cross-2")  # a second crossing: the database's one-in-flight guard says no
+    assert [r.status for r in recharges(team)] == ["due"]
+
+
+@pytest.mark.parametrize("extra_config", [{"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": 1}])
+def test_a_mail_server_that_is_down_never_blocks_the_grant(auth, standin, team) -> None:
+    ready(auth, standin, team)
+    spend(team, 400, "cross")
+    recharge_job.pay_due()
+    before = available(team)
+    assert deliver(auth.client, succeeded_event(standin, recharges(team)[0])).status_code == 200
+    assert available(team) == before + SMALL.total_credits
+
+
 def test_the_recharge_is_paid_off_session_and_granted_once_by_the_webhook(auth, standin, team, outbox) -> None:
     ready(auth, standin, team)
     spend(team, 400, "cross")

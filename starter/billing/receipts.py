@@ -9,6 +9,8 @@ mode to our printable receipt page.
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,7 @@ from .. import catalog, mail
 from ..extensions import db
 from ..models import AutoRecharge, InvoiceRecord, Membership, Purchase, Team, User, utcnow
 
+log = logging.getLogger(__name__)
 Json = dict[str, Any]
 STATUS_LABELS = {
     "paid": "Paid",
@@ -57,63 +60,80 @@ def _pack_name(code: str) -> str:
     return pack.name if pack else code
 
 
+def _purchase_receipt(purchase: Purchase, is_recharge: bool) -> Receipt:
+    name = _pack_name(purchase.pack_code)
+    return Receipt(
+        "recharge" if is_recharge else "pack",
+        purchase.id,
+        purchase.created_at,
+        f"Auto-recharge: {name}" if is_recharge else f"{name} credit pack",
+        purchase.credits,
+        purchase.amount_cents,
+        purchase.currency,
+        purchase.status,
+        purchase.stripe_checkout_session_id,
+    )
+
+
+def _invoice_receipt(invoice: InvoiceRecord) -> Receipt:
+    plan = catalog.plan(invoice.plan_code or "")
+    return Receipt(
+        "invoice",
+        invoice.id,
+        invoice.created_at,
+        f"{plan.name if plan else 'Subscription'} plan invoice",
+        invoice.credits,
+        invoice.amount_cents,
+        invoice.currency,
+        invoice.status,
+        invoice.stripe_invoice_id,
+        invoice.hosted_invoice_url,
+    )
+
+
 def list_for(team_id: int, limit: int = 200) -> list[Receipt]:
     """The team's payments, newest first (two queries, whatever the team's size)."""
     recharge_pis = select(AutoRecharge.payment_intent_id).where(
         AutoRecharge.team_id == team_id, AutoRecharge.payment_intent_id.is_not(None)
     )
-    found: list[Receipt] = []
     purchases = db.session.execute(
         select(Purchase, Purchase.stripe_payment_intent_id.in_(recharge_pis).label("is_recharge"))
         .where(Purchase.team_id == team_id)
         .order_by(Purchase.created_at.desc(), Purchase.id.desc())
         .limit(limit)
     )
-    for purchase, is_recharge in purchases:
-        kind = "recharge" if is_recharge else "pack"
-        what = f"Auto-recharge: {_pack_name(purchase.pack_code)}" if is_recharge else _pack_name(purchase.pack_code)
-        found.append(
-            Receipt(
-                kind,
-                purchase.id,
-                purchase.created_at,
-                what if is_recharge else f"{what} credit pack",
-                purchase.credits,
-                purchase.amount_cents,
-                purchase.currency,
-                purchase.status,
-                purchase.stripe_checkout_session_id,
-            )
-        )
+    found = [_purchase_receipt(purchase, bool(is_recharge)) for purchase, is_recharge in purchases]
     invoices = db.session.scalars(
         select(InvoiceRecord)
         .where(InvoiceRecord.team_id == team_id)
         .order_by(InvoiceRecord.created_at.desc(), InvoiceRecord.id.desc())
         .limit(limit)
     )
-    for invoice in invoices:
-        plan = catalog.plan(invoice.plan_code or "")
-        found.append(
-            Receipt(
-                "invoice",
-                invoice.id,
-                invoice.created_at,
-                f"{plan.name if plan else 'Subscription'} plan invoice",
-                invoice.credits,
-                invoice.amount_cents,
-                invoice.currency,
-                invoice.status,
-                invoice.stripe_invoice_id,
-                invoice.hosted_invoice_url,
-            )
-        )
+    found += [_invoice_receipt(invoice) for invoice in invoices]
     found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
     return found[:limit]
 
 
 def find(team_id: int, kind: str, receipt_id: int) -> Receipt | None:
     """One of the team's receipts (another team's is simply not found)."""
-    return next((r for r in list_for(team_id, limit=10_000) if r.kind == kind and r.id == receipt_id), None)
+    if kind == "invoice":
+        invoice = db.session.scalar(
+            select(InvoiceRecord).where(InvoiceRecord.id == receipt_id, InvoiceRecord.team_id == team_id)
+        )
+        return _invoice_receipt(invoice) if invoice else None
+    purchase = db.session.scalar(select(Purchase).where(Purchase.id == receipt_id, Purchase.team_id == team_id))
+    if purchase is None:
+        return None
+    pi_id = purchase.stripe_payment_intent_id
+    is_recharge = (
+        bool(pi_id)
+        and db.session.scalar(
+            select(AutoRecharge.id).where(AutoRecharge.payment_intent_id == pi_id, AutoRecharge.team_id == team_id)
+        )
+        is not None
+    )
+    found = _purchase_receipt(purchase, is_recharge)
+    return found if found.kind == kind else None
 
 
 def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
@@ -135,6 +155,15 @@ def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
     return record
 
 
+def send_quietly(to: str, subject: str, template: str, **context: Any) -> None:
+    """``mail.send``, but a mail server that is down never undoes the payment being recorded (or makes
+    Stripe redeliver it); the failure is logged."""
+    try:
+        mail.send(to, subject, template, **context)
+    except (OSError, smtplib.SMTPException):
+        log.exception("Could not send %r to %s", subject, to)
+
+
 def absolute_url(endpoint: str, **values: Any) -> str:
     """A link for an email on ``BASE_URL``; works in a job too, where no request is there to build it from."""
     return current_app.config["BASE_URL"] + current_app.url_map.bind("localhost").build(endpoint, values)
@@ -152,7 +181,7 @@ def email_receipt(
     )
     link = hosted_url or absolute_url("payments.receipts")
     for email in emails:
-        mail.send(
+        send_quietly(
             email,
             f"Receipt: {what}",
             "receipt",

@@ -24,7 +24,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from .. import catalog, credits, mail
+from .. import catalog, credits
 from ..credits.recharge_due import COUNTED, lock_account, month_start, record_due, set_threshold
 from ..extensions import db
 from ..models import (
@@ -210,6 +210,13 @@ def summary(team_id: int, now: datetime | None = None) -> Summary:
     return Summary(settings_of(team_id), total, in_flight, rows[0] if rows else None)
 
 
+def find(team_id: int, recharge_id: int) -> AutoRecharge | None:
+    """One of the team's recharges (another team's is simply not found)."""
+    return db.session.scalar(
+        select(AutoRecharge).where(AutoRecharge.id == recharge_id, AutoRecharge.team_id == team_id)
+    )
+
+
 def recharges_of(team_id: int, limit: int = 20) -> list[AutoRecharge]:
     return list(
         db.session.scalars(
@@ -230,9 +237,10 @@ def _recharge_of(payment_intent: Json) -> tuple[Team, AutoRecharge] | None:
         return None
     team = team_for(payment_intent.get("customer"), metadata)
     lock_account(team.id)  # before the recharge row: see lock_team
+    recharge_id = str(metadata.get("auto_recharge_id") or "")
     recharge = db.session.scalar(
         select(AutoRecharge)
-        .where(AutoRecharge.id == int(str(metadata.get("auto_recharge_id") or 0) or 0), AutoRecharge.team_id == team.id)
+        .where(AutoRecharge.id == (int(recharge_id) if recharge_id.isdigit() else 0), AutoRecharge.team_id == team.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -379,4 +387,4 @@ def _email_team(team_id: int, subject: str, template: str, *, roles: tuple[str, 
         .order_by(User.id)
     )
     for email in emails:
-        mail.send(email, subject, template, team=team, **context)
+        receipts.send_quietly(email, subject, template, team=team, **context)

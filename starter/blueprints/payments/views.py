@@ -87,7 +87,7 @@ def replace_card():  # type: ignore[no-untyped-def]
 @bp.route("/auto-recharge/confirm/<id:recharge_id>", methods=["GET", "POST"])
 @team_role_required("admin")
 def auto_recharge_confirm(recharge_id: int):  # type: ignore[no-untyped-def]
-    found = next((r for r in recharge.recharges_of(g.team.id, limit=100) if r.id == recharge_id), None)
+    found = recharge.find(g.team.id, recharge_id)
     if found is None:
         abort(404)
     form = ConfirmPaymentForm()
@@ -109,7 +109,7 @@ def auto_recharge_confirm(recharge_id: int):  # type: ignore[no-untyped-def]
 @team_role_required("admin")
 def auto_recharge_confirmed(recharge_id: int):  # type: ignore[no-untyped-def]
     """Where 3-D Secure returns: like the success page, apply what Stripe says now (the webhook may lag)."""
-    found = next((r for r in recharge.recharges_of(g.team.id, limit=100) if r.id == recharge_id), None)
+    found = recharge.find(g.team.id, recharge_id)
     if found is None:
         abort(404)
     payment_intent = gateway.retrieve_payment_intent(found.payment_intent_id) if found.payment_intent_id else None
