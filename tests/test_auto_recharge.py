@@ -120,6 +120,22 @@ def test_the_newest_card_stays_on_file_whatever_order_the_events_come_in_and_rem
     assert settings.disabled_reason == "the card on file was removed"
 
 
+def test_replace_card_starts_checkout_in_setup_mode(auth, standin, team) -> None:
+    buy_pack(auth, standin, "medium")
+    response = auth.post("/billing/auto-recharge/card", {"attempt": "k1"}, token_from="/billing/auto-recharge")
+    assert response.status_code == 303 and response.headers["Location"].startswith(standin.url)
+    sent = standin.last("POST", "/v1/checkout/sessions")
+    assert sent.params["mode"] == "setup"
+    assert sent.params["customer"] == db.session.get(Team, team.id).stripe_customer_id
+    assert sent.header("Idempotency-Key") == f"checkout:{team.id}:setup:k1"
+    session = standin.complete_checkout(response.headers["Location"].rsplit("/", 1)[1], "no_payment_required")
+    assert deliver(auth.client, make_event("checkout.session.completed", session)).status_code == 200
+    method = save_card(auth, standin, team, "3155")
+    db.session.expire_all()
+    assert db.session.get(AutoRechargeSettings, team.id).payment_method_id == method["id"]
+    assert available(team) == catalog.FREE_PLAN.monthly_credits + MEDIUM.total_credits  # setting up grants nothing
+
+
 def test_turning_it_on_needs_a_card_and_changes_nothing_without_one(auth, standin, team) -> None:
     buy_pack(auth, standin, "medium")
     response = turn_on(auth)

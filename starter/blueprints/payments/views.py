@@ -54,7 +54,7 @@ def auto_recharge():  # type: ignore[no-untyped-def]
             flash("Auto-recharge is on." if form.enabled.data else "Auto-recharge is off.", "success")
             return redirect(url_for("payments.auto_recharge"), 303)
     if request.args.get("saved"):
-        flash("Card saved: auto-recharge charges it from now on.", "success")
+        flash("Card saved with Stripe: it shows here as soon as Stripe confirms it.", "success")
     status = 200 if request.method == "GET" or form.errors == {} else 422
     return render_template(
         "billing/auto_recharge.html",
