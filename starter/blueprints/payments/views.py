@@ -37,6 +37,7 @@ def auto_recharge():  # type: ignore[no-untyped-def]
     if request.method == "GET" and settings is not None and settings.pack_code:
         form.enabled.data, form.threshold.data = settings.enabled, settings.threshold
         form.pack_code.data, form.monthly_cap_dollars.data = settings.pack_code, settings.monthly_cap_cents // 100
+    status = 200
     if form.validate_on_submit():
         try:
             recharge.configure(
@@ -49,13 +50,15 @@ def auto_recharge():  # type: ignore[no-untyped-def]
         except BillingError as error:
             db.session.rollback()
             flash(str(error), "error")
+            status = 422
         else:
             db.session.commit()
             flash("Auto-recharge is on." if form.enabled.data else "Auto-recharge is off.", "success")
             return redirect(url_for("payments.auto_recharge"), 303)
+    elif form.errors:
+        status = 422
     if request.args.get("saved"):
         flash("Card saved with Stripe: it shows here as soon as Stripe confirms it.", "success")
-    status = 200 if request.method == "GET" or form.errors == {} else 422
     return render_template(
         "billing/auto_recharge.html",
         form=form,
