@@ -573,3 +573,53 @@ def test_the_cap_holds_under_concurrency(app, auth, standin, team) -> None:
     assert crossings() >= 3, "the race never crossed often enough to test the cap"
     assert [(r.status, r.amount_cents) for r in rows] == [("succeeded", 500), ("succeeded", 500)]
     assert credits.verify() == []
+
+
+# -- the spend's statement budget ------------------------------------------------------------------------
+
+
+def _statements_of(operation) -> list[str]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        operation()
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    return [s for s in seen if not s.upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))]
+
+
+def test_auto_recharge_costs_a_plain_spend_nothing_and_the_crossing_one_statement(app) -> None:
+    from starter.credits.recharge_due import set_threshold
+    from tests.factories import ledger_team
+
+    team = ledger_team("budget")
+    credits.grant(team.id, 1_000, source="purchase", key="g")
+    db.session.add(
+        AutoRechargeSettings(
+            team_id=team.id,
+            enabled=True,
+            threshold=500,
+            pack_code="small",
+            pack_price_cents=SMALL.price_cents,
+            pack_credits=SMALL.total_credits,
+            monthly_cap_cents=5_000,
+            payment_method_id="pm_x",
+        )
+    )
+    set_threshold(team.id, 500)
+    db.session.commit()
+    team_id = team.id
+
+    plain = _statements_of(lambda: credits.spend(team_id, 5, key="plain"))
+    assert len(plain) == 7, plain  # the threshold came with the lock
+    crossing = _statements_of(lambda: credits.spend(team_id, 600, key="crossing"))
+    assert len(crossing) == 8 and crossing[-1].upper().startswith("INSERT INTO AUTO_RECHARGES"), crossing
+    below = _statements_of(lambda: credits.spend(team_id, 5, key="below"))
+    assert len(below) == 7, below
