@@ -137,10 +137,12 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.billing.views import bp as billing_bp
     from .blueprints.dashboard.views import bp as dashboard_bp
     from .blueprints.main.views import bp as main_bp
+    from .blueprints.payments.views import bp as payments_bp
     from .blueprints.teams.views import bp as teams_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, webhooks_bp, admin_bp, api_bp):
+    blueprints = (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, payments_bp, webhooks_bp, admin_bp, api_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
 
@@ -162,7 +164,8 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+            # hooks.stripe.com: the 3-D Secure page an auto-recharge's confirmation redirects to.
+            "form-action 'self' https://checkout.stripe.com https://billing.stripe.com https://hooks.stripe.com; "
             "frame-ancestors 'none'; base-uri 'self'",
         )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -64,7 +64,7 @@ def grant_command(team_ref: str, amount: int, reason: str, key: str | None) -> N
     click.echo(f"Granted {amount:,} credits to {team.slug}; balance {receipt.balance_after:,}{replayed}.")
 
 
-billing_cli = AppGroup("billing", help="Stripe products and prices.")
+billing_cli = AppGroup("billing", help="Stripe products and prices; auto-recharge.")
 
 
 @billing_cli.command("sync")
@@ -84,6 +84,18 @@ def billing_sync_command() -> None:
     for setting, price_id, what in results:
         click.echo(f"{setting}={price_id}  # {what}")
     click.echo("Put these lines in .env to make Checkout use the synced prices.")
+
+
+@billing_cli.command("recharge-due")
+def recharge_due_command() -> None:
+    """Pay the auto-recharges that are due once (for cron, with SCHEDULER_ENABLED=false on the web workers)."""
+    result = scheduler.pay_due_recharges(current_app._get_current_object())  # type: ignore[attr-defined]
+    if result is None:
+        click.echo("auto-recharge: skipped, another process is paying recharges")
+        return
+    click.echo(result.describe())
+    if result.errors:
+        sys.exit(1)
 
 
 class IsoDateTime(click.ParamType):

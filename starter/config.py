@@ -72,6 +72,17 @@ def from_environment(instance_path: str) -> dict:
         "SCHEDULER_HOLDS_SECONDS": _int("SCHEDULER_HOLDS_SECONDS", 60),
         "SCHEDULER_BATCH_SIZE": _int("SCHEDULER_BATCH_SIZE", 500),
         "PAID_PERIOD_GRACE_HOURS": _int("PAID_PERIOD_GRACE_HOURS", 24),
+        # Auto-recharge (docs/billing.md): how often the job pays due recharges, the waits after the 1st, 2nd, …
+        # decline, how many declines in a row turn it off, and when a "processing" attempt counts as stalled.
+        "SCHEDULER_RECHARGE_SECONDS": _int("SCHEDULER_RECHARGE_SECONDS", 30),
+        "AUTO_RECHARGE_BACKOFF_SECONDS": tuple(
+            int(step)
+            for step in os.environ.get("AUTO_RECHARGE_BACKOFF_SECONDS", "3600,21600").split(",")
+            if step.strip()
+        ),
+        "AUTO_RECHARGE_MAX_FAILURES": _int("AUTO_RECHARGE_MAX_FAILURES", 3),
+        "AUTO_RECHARGE_STALE_SECONDS": _int("AUTO_RECHARGE_STALE_SECONDS", 600),
+        "AUTO_RECHARGE_ACTION_HOURS": _int("AUTO_RECHARGE_ACTION_HOURS", 72),  # to confirm a 3-D Secure payment
         "LOW_BALANCE_THRESHOLD": _int("LOW_BALANCE_THRESHOLD", 50),
         "HOLD_TTL_SECONDS": _int("HOLD_TTL_SECONDS", 900),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", "").strip() or None,

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -41,6 +42,20 @@ ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "ca
 HOLD_STATUSES = ("active", "captured", "released", "expired", "revoked")
 REVERSAL_KINDS = ("refund", "dispute")
 RUN_STATUSES = ("running", "succeeded", "failed")
+# An auto-recharge: due (recorded by a spend) → processing (the job is paying) → confirming (Stripe took
+# it; payment_intent.succeeded grants) → succeeded; or retrying (declined, backoff), requires_action
+# (3-D Secure, the customer finishes on-session), failed, canceled. See starter/billing/recharge.py.
+RECHARGE_STATUSES = (
+    "due",
+    "processing",
+    "confirming",
+    "retrying",
+    "requires_action",
+    "succeeded",
+    "failed",
+    "canceled",
+)
+RECHARGE_IN_FLIGHT = ("due", "processing", "confirming", "retrying", "requires_action")
 
 
 def utcnow() -> datetime:
@@ -211,6 +226,9 @@ class CreditBalance(db.Model):
     balance: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of remaining over unexpired-written blocks
     held: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Auto-recharge's threshold while it is on (else NULL), read by the lock every change takes: a spend
+    # that crosses it records the recharge without one more query (AutoRechargeSettings is the setting).
+    recharge_below: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CreditBlock(db.Model):
@@ -440,3 +458,88 @@ class ApiKey(db.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class AutoRechargeSettings(db.Model):
+    """A team's auto-recharge: off by default; the card on file (learnt from Stripe's events) and its
+    guardrails. ``credit_balances.recharge_below`` mirrors ``threshold`` while it is on."""
+
+    __tablename__ = "auto_recharge_settings"
+    __table_args__ = (
+        CheckConstraint("threshold >= 0 AND monthly_cap_cents >= 0 AND consecutive_failures >= 0", "not_negative"),
+    )
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold: Mapped[int] = mapped_column(BigInteger, default=0)  # credits
+    pack_code: Mapped[str | None] = mapped_column(String(32))
+    # The pack's price and credits when it was chosen: what a due recharge records in the spend's statement.
+    pack_price_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    pack_credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    monthly_cap_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    card_brand: Mapped[str | None] = mapped_column(String(32))
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    payment_method_created: Mapped[int | None] = mapped_column(BigInteger)  # Stripe's timestamp: newest wins
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[str | None] = mapped_column(String(255))
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+_IN_FLIGHT = _in("status", RECHARGE_IN_FLIGHT)
+
+
+class AutoRecharge(db.Model):
+    """One recharge: recorded by the spend that crossed the threshold, paid by the job outside it."""
+
+    __tablename__ = "auto_recharges"
+    __table_args__ = (
+        CheckConstraint(_in("status", RECHARGE_STATUSES), "status"),
+        CheckConstraint("amount_cents > 0 AND credits > 0 AND attempts >= 0", "positive"),
+        # At most one in flight per team: the database's guard, whatever the application does.
+        Index(
+            "ux_auto_recharges_one_in_flight",
+            "team_id",
+            unique=True,
+            postgresql_where=text(_IN_FLIGHT),
+            sqlite_where=text(_IN_FLIGHT),
+        ),
+        Index("ix_auto_recharges_team_created", "team_id", "created_at"),
+        Index("ix_auto_recharges_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="due")
+    pack_code: Mapped[str] = mapped_column(String(32))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    balance_at_crossing: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)  # the latest attempt's
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_message: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class InvoiceRecord(db.Model):
+    """A paid subscription invoice, for the receipts page (the plan credits it granted are in the ledger)."""
+
+    __tablename__ = "invoice_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), unique=True)
+    plan_code: Mapped[str | None] = mapped_column(String(32))
+    credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(32), default="paid")
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -126,6 +126,7 @@ def init_app(
         for job, seconds, job_id in (
             (run_due_work, rollover_every, "credits.due_work"),
             (release_holds, holds_every, "credits.release_holds"),
+            (pay_due_recharges, app.config["SCHEDULER_RECHARGE_SECONDS"], "billing.auto_recharge"),
         ):
             scheduler.add_job(
                 job, "interval", seconds=seconds, args=[app], kwargs={"stop": stop}, id=job_id, next_run_time=first
@@ -270,6 +271,19 @@ def release_holds(app: Flask, now: datetime | None = None, *, stop: threading.Ev
         ms = round((time.perf_counter() - started) * 1000)
         log.info("credits holds: %s expired hold(s) released; %s ms", summary.holds_released, ms)
     return summary.holds_released
+
+
+def pay_due_recharges(app: Flask, now: datetime | None = None, *, stop: threading.Event | None = None) -> Any:
+    """Pay the auto-recharges that spends recorded as due (``billing.recharge_job``), one run at a time."""
+    from .billing import recharge_job
+
+    with app.app_context(), run_lock("auto-recharge") as acquired:
+        if not acquired:
+            return None
+        result = recharge_job.pay_due(now)
+    if result.claimed or result.errors:
+        log.info(result.describe())
+    return result
 
 
 def _run(summary: RunSummary, size: int, grace: timedelta, stop: threading.Event) -> None:

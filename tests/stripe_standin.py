@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
+from tests import stripe_standin_payments as payments
 from tests.stripe_factories import (
     _base,
     make_charge,
@@ -131,6 +132,7 @@ _RETRIEVABLE = {
     "invoices": "invoice",
     "charges": "charge",
     "payment_intents": "payment_intent",
+    "payment_methods": "payment_method",
     "products": "product",
     "prices": "price",
     "disputes": "dispute",
@@ -181,6 +183,12 @@ class StripeStandIn:
             (m, re.compile(p), f)
             for m, p, f in [
                 ("POST", r"/v1/customers", self._create_customer),
+                ("POST", r"/v1/payment_intents", lambda params: payments.create_payment_intent(self, params)),
+                (
+                    "POST",
+                    r"/v1/payment_intents/([^/]+)/confirm",
+                    lambda params, pi: payments.confirm_payment_intent(self, params, pi),
+                ),
                 ("POST", r"/v1/customers/([^/]+)", self._update_customer),
                 ("POST", r"/v1/checkout/sessions", self._create_checkout_session),
                 ("GET", r"/v1/checkout/sessions/([^/]+)/line_items", self._session_line_items),
@@ -428,7 +436,8 @@ class StripeStandIn:
                 )
         except StripeApiError as err:
             status, payload = err.status, err.body
-        if key and status == 200:  # like Stripe, failed validations are not saved for replay
+        # Like Stripe, failed validations are not saved for replay; a request that ran (a 402 decline) is.
+        if key and status in (200, 402):
             self._idempotent[key] = (rec.params, status, copy.deepcopy(payload))
         return status, payload, {"Idempotency-Key": key} if key else {}
 

@@ -139,6 +139,7 @@ class World:
     def path_values(self, endpoint: str, argument: str, signed_in: bool) -> list[str]:
         fake = {"team_id": ["99999999"], "membership_id": ["99999999"], "invitation_id": ["99999999"]}
         fake |= {"key_id": ["99999999"], "hold_id": ["0", str(2**70)]}
+        fake |= {"recharge_id": ["99999999", str(2**70)], "receipt_id": ["99999999"], "kind": ["pack", "nope"]}
         real = {
             "team_id": [str(self.team_id)],
             "membership_id": [str(self.membership_id)],
@@ -146,7 +147,7 @@ class World:
             "hold_id": [str(self.hold_id)],
         }
         bad_strings = ["ab\x00cd", "ab\x1bcd", "x" * 3_000, "not-a-token"]
-        if argument in ("token", "event_id"):
+        if argument in ("token", "event_id"):  # billing.test_authenticate's are only ever made-up ones here
             real_tokens = {
                 # For a visitor only: a reset signs the browser in as the bystander.
                 "auth.reset_password": [] if signed_in else [self.reset_token],

@@ -99,7 +99,9 @@ def test_paying_twice_grants_once(auth, team) -> None:
     assert first.status_code == second.status_code == 303
     assert first.headers["Location"] == second.headers["Location"]
     assert purchased(team.id) == MEDIUM.total_credits
-    assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 1
+    # One payment's events only: the card saved for auto-recharge, and the completed checkout.
+    types = sorted(db.session.scalars(select(StripeEvent.type)))
+    assert types == ["checkout.session.completed", "payment_method.attached"]
 
 
 def test_cancelling_the_test_checkout_grants_nothing(auth, team) -> None:
@@ -170,6 +172,7 @@ def test_a_plan_through_test_mode(auth, team) -> None:
     assert [entry.amount for entry in entries(team.id, "expire")] == [-catalog.FREE_PLAN.monthly_credits]
     stored = events()
     assert {event.type for event in stored} == {
+        "payment_method.attached",  # a subscription keeps its card: auto-recharge may charge it too
         "customer.subscription.created",
         "customer.subscription.updated",
         "checkout.session.completed",

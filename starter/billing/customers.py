@@ -24,7 +24,9 @@ def team_for(customer_id: str | None, metadata: Json | None) -> Team:
         db.session.scalar(
             select(Team)
             .where(Team.stripe_customer_id == customer_id)
-            .with_for_update()
+            # NO KEY UPDATE: a spend holding the balance lock inserts rows whose foreign key takes KEY SHARE
+            # on this team row; FOR UPDATE would block that and deadlock with this handler's balance lock.
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         if customer_id

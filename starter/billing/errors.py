@@ -22,3 +22,15 @@ class UnsupportedApiVersion(InvalidEvent):
 
 class Ignored(Exception):
     """An event that must change nothing (not ours, mismatched): stored with this reason, answered 200."""
+
+
+class PaymentDeclined(BillingError):
+    """Stripe declined an off-session payment (a ``CardError``): its code and the PaymentIntent it left.
+
+    ``code`` is ``authentication_required`` when the bank wants 3-D Secure (the customer must finish
+    the payment on-session), else e.g. ``card_declined`` with a ``decline_code`` (``insufficient_funds``).
+    """
+
+    def __init__(self, message: str, *, code: str, decline_code: str | None, payment_intent: dict | None) -> None:
+        super().__init__(message)
+        self.code, self.decline_code, self.payment_intent = code, decline_code, payment_intent or {}

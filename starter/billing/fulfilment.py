@@ -14,7 +14,7 @@ from typing import Any
 from .. import catalog, credits
 from ..extensions import db
 from ..models import Purchase
-from . import reversals, subscriptions
+from . import receipts, reversals, subscriptions
 from .customers import team_for
 from .errors import Ignored
 
@@ -25,7 +25,7 @@ STRIPE = credits.Actor("stripe")
 
 @dataclass(frozen=True)
 class Fulfilment:
-    status: str  # granted, already_granted, processing, subscription
+    status: str  # granted, already_granted, processing, subscription, card_saved
     credits: int = 0
     team_id: int | None = None
 
@@ -38,6 +38,8 @@ def fulfil_checkout(session: Json, notes: subscriptions.Notes | None = None) -> 
         # The session is a snapshot; the subscription's state is read from Stripe, like every other event.
         subscriptions.sync_customer(team, notes or subscriptions.Notes())
         return Fulfilment("subscription", team_id=team.id)
+    if session.get("mode") == "setup":
+        return Fulfilment("card_saved", team_id=team.id)  # payment_method.attached records the card
     if session.get("payment_status") != "paid":
         return Fulfilment("processing", team_id=team.id)  # a delayed method: async_payment_succeeded follows
     pack = catalog.pack(str(metadata.get("code")))
@@ -75,6 +77,7 @@ def fulfil_checkout(session: Json, notes: subscriptions.Notes | None = None) -> 
     db.session.flush()
     # A refund or dispute Stripe delivered before this checkout is waiting: apply it now.
     reversals.settle(team.id, session.get("payment_intent"))
+    receipts.email_receipt(team, f"{pack.name} credit pack", pack.price_cents, pack.total_credits, session["id"])
     log.info("Granted %s credits to team %s for %s", pack.total_credits, team.id, session["id"])
     return Fulfilment("granted", pack.total_credits, team.id)
 

@@ -22,7 +22,7 @@ from flask import current_app
 from .. import catalog
 from ..extensions import db
 from ..models import Team
-from .errors import BillingError, BillingNotConfigured
+from .errors import BillingError, BillingNotConfigured, PaymentDeclined
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -63,6 +63,19 @@ class Gateway:
         """Every line of an invoice (an event carries only the first page)."""
         raise NotImplementedError
 
+    def create_payment_intent(self, params: Json, idempotency_key: str) -> Json:
+        """A PaymentIntent; off-session with ``confirm=True`` it is charged at once. A decline raises
+        ``PaymentDeclined`` carrying the PaymentIntent Stripe left behind."""
+        raise NotImplementedError
+
+    def confirm_payment_intent(self, payment_intent_id: str, params: Json, idempotency_key: str) -> Json:
+        """Confirm again on-session (3-D Secure): with a ``return_url`` Stripe answers a redirect to authenticate."""
+        raise NotImplementedError
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> Json | None:
+        """The PaymentIntent with its latest charge expanded (for the receipt link)."""
+        raise NotImplementedError
+
 
 class NotConfigured(Gateway):
     """No ``STRIPE_SECRET_KEY`` and no ``BILLING_TEST_MODE=true``: payments are refused, nothing is granted."""
@@ -91,6 +104,15 @@ class NotConfigured(Gateway):
         raise BillingNotConfigured()
 
     def list_invoice_lines(self, invoice_id: str) -> list[Json]:
+        raise BillingNotConfigured()
+
+    def create_payment_intent(self, params: Json, idempotency_key: str) -> Json:
+        raise BillingNotConfigured()
+
+    def confirm_payment_intent(self, payment_intent_id: str, params: Json, idempotency_key: str) -> Json:
+        raise BillingNotConfigured()
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> Json | None:
         raise BillingNotConfigured()
 
 
@@ -178,6 +200,46 @@ class StripeGateway(Gateway):
                 return lines
             params = {"limit": 100, "starting_after": lines[-1]["id"]}
 
+    def _charge(self, description: str, function: Any, *args: Any, **kwargs: Any) -> Json:
+        try:
+            return function(*args, **kwargs).to_dict()
+        except stripe.CardError as error:
+            body = (error.json_body or {}).get("error") or {}
+            raise PaymentDeclined(
+                str(body.get("message") or error.user_message or "The card was declined."),
+                code=str(body.get("code") or error.code or "card_declined"),
+                decline_code=body.get("decline_code"),
+                payment_intent=body.get("payment_intent"),
+            ) from error
+        except stripe.StripeError as error:
+            log.warning("Stripe %s failed: %s", description, error)
+            raise BillingError("Payments are unavailable right now. Please try again in a minute.") from error
+
+    def create_payment_intent(self, params: Json, idempotency_key: str) -> Json:
+        return self._charge(
+            "payment intent create",
+            self.client.v1.payment_intents.create,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+
+    def confirm_payment_intent(self, payment_intent_id: str, params: Json, idempotency_key: str) -> Json:
+        return self._charge(
+            "payment intent confirm",
+            self.client.v1.payment_intents.confirm,
+            payment_intent_id,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> Json | None:
+        return self._retrieve(
+            "payment intent retrieve",
+            self.client.v1.payment_intents.retrieve,
+            payment_intent_id,
+            params={"expand": ["latest_charge"]},
+        )
+
 
 def current() -> Gateway:
     return current_app.extensions[EXTENSION]
@@ -236,7 +298,8 @@ def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id:
         pack = catalog.PACKS[code]
         params["mode"] = "payment"
         params["line_items"] = [_line_item("pack", code, pack, pack.product_name, pack.price_cents)]
-        params["payment_intent_data"] = {"metadata": metadata}
+        # Save the card for auto-recharge: Stripe attaches it to the customer (payment_method.attached).
+        params["payment_intent_data"] = {"metadata": metadata, "setup_future_usage": "off_session"}
     else:
         plan = catalog.PLANS[code]
         params["mode"] = "subscription"
@@ -254,6 +317,35 @@ def create_checkout(team: Team, email: str, kind: str, code: str, user_id: int, 
     customer_id = ensure_customer(team, email)
     params = checkout_params(team, customer_id, kind, code, user_id)
     return current().create_checkout(params, f"checkout:{team.id}:{kind}:{code}:{attempt}")
+
+
+def create_setup_checkout(team: Team, email: str, user_id: int, attempt: str) -> str:
+    """Checkout in ``mode=setup``: save a new card (it becomes the one auto-recharge charges)."""
+    customer_id = ensure_customer(team, email)
+    base_url = current_app.config["BASE_URL"]
+    params: Json = {
+        "mode": "setup",
+        "customer": customer_id,
+        "currency": catalog.CURRENCY,
+        "payment_method_types": ["card"],
+        "client_reference_id": str(team.id),
+        "metadata": {"team_id": str(team.id), "kind": "setup", "code": "card", "user_id": str(user_id)},
+        "success_url": f"{base_url}/billing/auto-recharge?saved={{CHECKOUT_SESSION_ID}}",
+        "cancel_url": f"{base_url}/billing/auto-recharge",
+    }
+    return current().create_checkout(params, f"checkout:{team.id}:setup:{attempt}")
+
+
+def create_payment_intent(params: Json, idempotency_key: str) -> Json:
+    return current().create_payment_intent(params, idempotency_key)
+
+
+def confirm_payment_intent(payment_intent_id: str, params: Json, idempotency_key: str) -> Json:
+    return current().confirm_payment_intent(payment_intent_id, params, idempotency_key)
+
+
+def retrieve_payment_intent(payment_intent_id: str) -> Json | None:
+    return current().retrieve_payment_intent(payment_intent_id)
 
 
 def retrieve_checkout_session(session_id: str) -> Json | None:

@@ -61,7 +61,7 @@ def checkout_session(
         item["price_data"]["unit_amount"] * item.get("quantity", 1)
         if "price_data" in item
         else getattr(entry, "price_cents", getattr(entry, "monthly_price_cents", 0))
-        for item in params["line_items"]
+        for item in params.get("line_items") or []  # none in mode=setup
     )
     return {
         "id": session_id,

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from .. import catalog, credits, plans
 from ..extensions import db
 from ..models import CreditBlock, Team, utcnow
-from . import gateway
+from . import gateway, receipts
 from .customers import team_for
 from .errors import Ignored
 
@@ -192,6 +192,7 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
     if not details.get("subscription"):
         raise Ignored("not a subscription invoice")
     team = team_for(invoice.get("customer"), details.get("metadata"))
+    record = receipts.record_invoice(team, invoice)  # paid is paid: a receipt even when nothing is granted
     current = sync_customer(team, notes)
     lines = _lines(invoice)
     line = next((candidate for candidate in lines if not _is_proration(candidate)), None)
@@ -206,6 +207,7 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
     if plan is None:
         notes.add(f"invoice {invoice['id']}: its price is not a catalog plan; no credits granted")
         return
+    record.plan_code, record.credits = plan.code, plan.monthly_credits
     _check_amounts(invoice, lines, line, plan, notes)
     if current is None or current["id"] != details["subscription"]:
         notes.add(f"invoice {invoice['id']}: its subscription is not the team's current one; no credits granted")

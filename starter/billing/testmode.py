@@ -29,7 +29,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import Team, TestModeObject
 from ..periods import add_months
-from . import shapes
+from . import shapes, testmode_cards
 from .errors import BillingError
 from .gateway import Gateway
 
@@ -88,6 +88,17 @@ class TestModeGateway(Gateway):
     def list_invoice_lines(self, invoice_id: str) -> list[Json]:
         return ((load(invoice_id) or {}).get("lines") or {}).get("data") or []
 
+    def create_payment_intent(self, params: Json, idempotency_key: str) -> Json:
+        return testmode_cards.charge_off_session(params, idempotency_key)
+
+    def confirm_payment_intent(self, payment_intent_id: str, params: Json, idempotency_key: str) -> Json:
+        token = _serializer().dumps({"payment_intent": payment_intent_id, "return_url": params.get("return_url")})
+        url = url_for("payments.test_authenticate", token=token)
+        return testmode_cards.confirm_on_session(payment_intent_id, params, url)
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> Json | None:
+        return load(payment_intent_id)
+
 
 def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="test-mode-checkout")
@@ -116,15 +127,43 @@ def _period(start: datetime) -> tuple[int, int]:
     return int(start.timestamp()), int(add_months(start, 1).timestamp())
 
 
-def pay(checkout: Json) -> tuple[str, list[SignedEvent]]:
-    """Complete a test checkout as a successful payment: (the success URL, the events to deliver)."""
+def load_authentication(token: str) -> Json | None:
+    """The PaymentIntent a test 3-D Secure link stands for; None if the link was tampered with."""
+    try:
+        data = _serializer().loads(token)
+    except BadSignature:
+        return None
+    return data if isinstance(data, dict) and "payment_intent" in data else None
+
+
+def pay(checkout: Json, card_number: str | None = None) -> tuple[str, list[SignedEvent]]:
+    """Complete a test checkout with a test card: (the success URL, the events to deliver).
+
+    The card decides, as Stripe's test cards do (``testmode_cards``): a declining card raises
+    ``BillingError`` and nothing happens; a card saved for later (``setup_future_usage``, ``mode=setup``,
+    a subscription's card) is attached to the customer (``payment_method.attached``)."""
     params, session_id = checkout["params"], checkout["session_id"]
     success_url = params["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
     if (load(session_id) or {}).get("status") == "complete":
         return success_url, []  # paid already (a double submit): like Stripe, never a second subscription
+    chosen = testmode_cards.card(card_number)
+    decline = chosen.setup_decline if params["mode"] == "setup" else chosen.checkout_decline
+    if decline:
+        raise BillingError(f"{testmode_cards.decline_message(decline)} ({decline}, test card …{chosen.last4})")
+    saves = params["mode"] in ("setup", "subscription") or (params.get("payment_intent_data") or {}).get(
+        "setup_future_usage"
+    )
+    attached = []
+    if saves:
+        method = save(testmode_cards.payment_method(params["customer"], chosen.number))
+        attached = [shapes.event("payment_method.attached", method)]
+    if params["mode"] == "setup":
+        session = shapes.checkout_session(params, session_id, paid=True)
+        session.update(payment_status="no_payment_required", setup_intent=shapes.new_id("seti"))
+        return success_url, sign([*attached, shapes.event("checkout.session.completed", save(session))])
     if params["mode"] == "payment":
         session = shapes.checkout_session(params, session_id, paid=True, payment_intent=f"pi_{session_id[3:]}")
-        events = [shapes.event("checkout.session.completed", save(session))]
+        events = [*attached, shapes.event("checkout.session.completed", save(session))]
         return success_url, sign(events)
     plan = catalog.PLANS[params["metadata"]["code"]]
     start, end = _period(datetime.now(UTC))
@@ -143,6 +182,7 @@ def pay(checkout: Json) -> tuple[str, list[SignedEvent]]:
     sub.update(status="active", latest_invoice=invoice["id"])
     session = shapes.checkout_session(params, session_id, paid=True, subscription=sub["id"], invoice=invoice["id"])
     events = [
+        *attached,
         created,
         shapes.event("customer.subscription.updated", save(sub)),
         shapes.event("invoice.paid", invoice),

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import StripeEvent, utcnow
-from . import fulfilment, reversals, subscriptions
+from . import fulfilment, recharge, reversals, subscriptions
 from .errors import Ignored, InvalidEvent, UnsupportedApiVersion
 from .subscriptions import Notes
 
@@ -47,6 +47,12 @@ HANDLERS: dict[str, Callable[[Json, Json, Notes], object]] = {
     "customer.subscription.deleted": lambda obj, event, notes: subscriptions.sync(obj, notes),
     "charge.refunded": lambda obj, event, notes: reversals.charge_refunded(obj),
     **{name: lambda obj, event, notes: reversals.dispute_changed(obj, event["type"]) for name in DISPUTE_EVENTS},
+    # Auto-recharge: its off-session PaymentIntents, and the card on file.
+    "payment_intent.succeeded": lambda obj, event, notes: recharge.payment_succeeded(obj),
+    "payment_intent.payment_failed": lambda obj, event, notes: recharge.payment_failed(obj),
+    "payment_intent.requires_action": lambda obj, event, notes: recharge.payment_requires_action(obj),
+    "payment_method.attached": lambda obj, event, notes: recharge.card_attached(obj),
+    "payment_method.detached": lambda obj, event, notes: recharge.card_detached(obj),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, or_, select, update
 
@@ -25,14 +25,24 @@ def fingerprint_of(operation: str, **params: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def lock(team_id: int) -> tuple[int, int]:
-    """Lock the team's balance row for the rest of the transaction; returns (balance, held)."""
+class Locked(NamedTuple):
+    """The balance row as the lock read it: indexable as (balance, held) like any ``before``."""
+
+    balance: int
+    held: int
+    recharge_below: int | None = None  # auto-recharge's threshold while it is on
+
+
+def lock(team_id: int) -> Locked:
+    """Lock the team's balance row for the rest of the transaction; returns (balance, held, threshold)."""
     row = db.session.execute(
-        select(balances.c.balance, balances.c.held).where(balances.c.team_id == team_id).with_for_update()
+        select(balances.c.balance, balances.c.held, balances.c.recharge_below)
+        .where(balances.c.team_id == team_id)
+        .with_for_update()
     ).one_or_none()
     if row is None:
         raise InvalidRequest("This team has no credit account.")
-    return row.balance, row.held
+    return Locked(row.balance, row.held, row.recharge_below)
 
 
 def replay(team_id: int, key: str, fingerprint: str) -> Receipt | None:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, insert, select, update
 from ..extensions import db
 from ..models import utcnow
 from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
+from .recharge_due import crossed, record_due
 from .rules import (
     SYSTEM,
     Actor,
@@ -108,7 +109,7 @@ def capture(
         take = min(left, held)
         changes.append((block_id, -take, -held))
         left -= take
-    write(
+    captured = write(
         team_id,
         "capture",
         before=before,
@@ -125,6 +126,8 @@ def capture(
     db.session.execute(
         update(holds_t).where(holds_t.c.id == hold_id).values(status="captured", captured_amount=amount, closed_at=now)
     )
+    if crossed(before, captured.balance_after):
+        record_due(team_id, captured.balance_after, now)
     return _hold_result(hold_id)
 
 

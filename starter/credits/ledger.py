@@ -12,6 +12,7 @@ from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
 from .holds import close_hold, holds_on_block, holds_on_reference
+from .recharge_due import crossed, record_due
 from .rules import (
     SYSTEM,
     Actor,
@@ -141,7 +142,7 @@ def _debit(
     if available < amount:
         raise InsufficientCredits(amount, available)
     changes = [(block.id, -take, 0) for block, take in draws]
-    return write(
+    receipt = write(
         team_id,
         kind,
         before=before,
@@ -154,6 +155,9 @@ def _debit(
         meta=meta,
         feature=feature,
     )
+    if crossed(before, receipt.balance_after):
+        record_due(team_id, receipt.balance_after, now)
+    return receipt
 
 
 def adjust(

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import AnyOf, DataRequired, Length
 
+from ...billing.testmode_cards import DEFAULT_CARD, TEST_CARDS
 from ...forms import IdempotencyKeyField
 
 
@@ -22,7 +24,12 @@ class PortalForm(FlaskForm):
 
 
 class TestPaymentForm(FlaskForm):
+    """Test mode's checkout: pay (with one of Stripe's test cards) or cancel."""
+
     action = HiddenField(validators=[DataRequired(), AnyOf(["pay", "cancel"])])
+    card = SelectField(
+        "Test card", choices=[SelectChoice(c.number, c.label) for c in TEST_CARDS.values()], default=DEFAULT_CARD
+    )
 
 
 TEST_PORTAL_ACTIONS = [

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, plans
+from ... import catalog, credits, plans
 from ...access import team_role_required
 from ...billing import BillingError, fulfilment, gateway, testmode, webhooks
 from ...billing.errors import Ignored
 from ...extensions import db
+from ...models import Purchase
 from ...teams import has_role
 from .forms import CheckoutForm, PortalForm, TestPaymentForm, TestPortalForm
 
@@ -88,7 +90,16 @@ def success():  # type: ignore[no-untyped-def]
         current_app.logger.warning("Success page for %s: the payment did not match its pack", session_id)
         outcome = fulfilment.Fulfilment("mismatch")
     db.session.commit()
-    return render_template("billing/success.html", outcome=outcome, session=session, error=None)
+    metadata = session.get("metadata") or {}
+    return render_template(
+        "billing/success.html",
+        outcome=outcome,
+        session=session,
+        error=None,
+        pack=catalog.pack(str(metadata.get("code"))) if metadata.get("kind") == "pack" else None,
+        balance=credits.balance(g.team.id),
+        purchase=db.session.scalar(select(Purchase).where(Purchase.stripe_checkout_session_id == session_id)),
+    )
 
 
 @bp.get("/cancel")
@@ -144,14 +155,14 @@ def test_checkout(token: str):  # type: ignore[no-untyped-def]
         if form.action.data == "cancel":
             return redirect(checkout["params"]["cancel_url"], 303)
         try:
-            success_url, events = testmode.pay(checkout)
+            success_url, events = testmode.pay(checkout, form.card.data)
             _deliver(events)
             return redirect(success_url, 303)
         except BillingError as error:
             db.session.rollback()
             flash(str(error), "error")
     metadata = checkout["params"]["metadata"]
-    item = catalog.pack(metadata["code"]) if metadata["kind"] == "pack" else catalog.plan(metadata["code"])
+    item = catalog.pack(metadata["code"]) if metadata["kind"] == "pack" else catalog.plan(metadata["code"] or "")
     return render_template("billing/test_checkout.html", checkout=checkout, item=item, kind=metadata["kind"], form=form)
 
 

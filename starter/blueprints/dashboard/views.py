@@ -12,6 +12,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ... import catalog, credits, generations, plans
 from ...access import team_role_required
+from ...billing import recharge
 from ...credits import history
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
@@ -38,6 +39,7 @@ def index():  # type: ignore[no-untyped-def]
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
         low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
+        summary=recharge.summary(g.team.id),
         **purchase_context(),
     )
 
