@@ -15,7 +15,8 @@ their expiry.
 
 Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entry write), ``ledger``
 (grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history),
-``rollover`` (the monthly job's bulk rollover and expiry) and ``verify`` (the invariants
+``limits`` (spend limits per key and member), ``rollover`` (the monthly job's bulk rollover and
+expiry) and ``verify`` (the invariants
 ``flask credits verify`` checks).
 """
 
@@ -42,6 +43,8 @@ from .rules import (
     InvalidAmount,
     InvalidRequest,
     Receipt,
+    SpendLimit,
+    SpendLimitReached,
     UnknownFeature,
     plan_grant_key,
 )
@@ -64,6 +67,8 @@ __all__ = [
     "Quote",
     "Receipt",
     "RolloverResult",
+    "SpendLimit",
+    "SpendLimitReached",
     "UnknownFeature",
     "adjust",
     "balance",

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from ... import api_keys, credits
+from ... import alerts, api_keys, credits
 from ...credits import history
 from ...extensions import csrf, db, limiter
 from . import openapi, schemas
@@ -24,7 +24,6 @@ from .schemas import ApiError, invalid
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # no cookie authenticates here, so there is no session for a forged form to ride on
 
-API_ACTOR = credits.Actor("api", None)
 SPEND_FIELDS = frozenset({"amount", "feature", "description", "idempotency_key", "metadata"})
 HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "idempotency_key", "metadata"})
 CAPTURE_FIELDS = frozenset({"amount", "idempotency_key"})
@@ -48,6 +47,8 @@ class ApiClient:
     key_id: int
     team_id: int
     prefix: str
+    spend_limit: int | None = None
+    limit_period: str = "month"
 
 
 def current_client() -> ApiClient | None:
@@ -69,7 +70,7 @@ def _authenticate() -> ApiClient | None:
     key = api_keys.authenticate(token.strip())
     if key is None:
         return None
-    client = ApiClient(key.id, key.team_id, key.prefix)
+    client = ApiClient(key.id, key.team_id, key.prefix, key.spend_limit, key.limit_period)
     if api_keys.record_use(key):
         db.session.commit()  # at most once a minute per key; kept apart from the call's own transaction
     return client
@@ -110,6 +111,13 @@ def team_id() -> int:
     return client.team_id
 
 
+def actor() -> credits.Actor:
+    """The key making the call, with its spend limit: what every ledger entry of the call records."""
+    client = current_client()
+    assert client is not None
+    return api_keys.actor_for(client.key_id, client.spend_limit, client.limit_period)
+
+
 @bp.after_request
 def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
@@ -139,7 +147,7 @@ def spend() -> tuple[Response, int]:
         body.get("amount"),
         key=key,
         feature=feature,
-        actor=API_ACTOR,
+        actor=actor(),
         description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
         meta=schemas.metadata(body),
     )
@@ -157,7 +165,7 @@ def create_hold() -> tuple[Response, int]:
         key=key,
         feature=schemas.text(body, "feature", schemas.MAX_FEATURE),
         ttl_seconds=body.get("ttl_seconds", current_app.config["HOLD_TTL_SECONDS"]),
-        actor=API_ACTOR,
+        actor=actor(),
         description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
         meta=schemas.metadata(body),
     )
@@ -173,7 +181,7 @@ def capture_hold(hold_id: int) -> Response:
         raise invalid("amount is required: the credits the work cost, 0 up to the held amount.", "amount")
     if not schemas.hold_id_in_range(hold_id):
         raise credits.HoldNotFound("No such hold.")
-    result = credits.capture(team_id(), hold_id, body["amount"], key=key, actor=API_ACTOR)
+    result = credits.capture(team_id(), hold_id, body["amount"], key=key, actor=actor())
     db.session.commit()
     return jsonify(schemas.hold_json(result))
 
@@ -184,7 +192,7 @@ def release_hold(hold_id: int) -> Response:
     key = schemas.idempotency_key(body)
     if not schemas.hold_id_in_range(hold_id):
         raise credits.HoldNotFound("No such hold.")
-    result = credits.release(team_id(), hold_id, key=key, actor=API_ACTOR)
+    result = credits.release(team_id(), hold_id, key=key, actor=actor())
     db.session.commit()
     return jsonify(schemas.hold_json(result))
 
@@ -218,6 +226,8 @@ def api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
 @bp.errorhandler(credits.CreditError)
 def credit_error(error: credits.CreditError) -> tuple[Response, int, dict[str, str]]:
     db.session.rollback()
+    if isinstance(error, credits.SpendLimitReached):
+        alerts.limit_refused(team_id(), error)  # its own small transaction: the refused call changed nothing
     return error_json(error.status, error.code, str(error), error.details())
 
 
