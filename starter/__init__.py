@@ -138,9 +138,10 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.dashboard.views import bp as dashboard_bp
     from .blueprints.main.views import bp as main_bp
     from .blueprints.teams.views import bp as teams_bp
+    from .blueprints.usage.views import bp as usage_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    for blueprint in (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, webhooks_bp, admin_bp, api_bp):
+    for blueprint in (main_bp, auth_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, webhooks_bp, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, update
 
 from ..extensions import db
-from .core import entries_t, holds_t
+from .core import alert_levels, balances, entries_t, holds_t
 from .rules import Actor, SpendLimit, SpendLimitReached
 
 USED_KINDS = ("spend", "capture")
@@ -120,3 +120,16 @@ def used_by(team_id: int, scope: str, now: datetime) -> dict[int, dict[str, int]
         entry["month"] += int(amount or 0)
         entry["day"] += int(amount or 0)
     return out
+
+
+def thresholds(team_id: int) -> list[int]:
+    """The team's low-balance thresholds, the ``LOW_BALANCE_THRESHOLD`` default if it set none."""
+    levels = db.session.execute(select(balances.c.alert_levels).where(balances.c.team_id == team_id)).scalar()
+    return alert_levels(levels)
+
+
+def set_thresholds(team_id: int, levels: list[int]) -> None:
+    """Replace the team's low-balance thresholds (whole credits, at least 1 each; [] for none)."""
+    if any(isinstance(level, bool) or not isinstance(level, int) or level < 1 for level in levels):
+        raise ValueError("thresholds are positive whole numbers of credits")
+    db.session.execute(update(balances).where(balances.c.team_id == team_id).values(alert_levels=sorted(set(levels))))

@@ -64,11 +64,10 @@ class SpendLimitReached(CreditError):
 
     def __init__(self, limit: SpendLimit, used: int, required: int, window: tuple[datetime, datetime]) -> None:
         resets_at = window[1]
-        who = "This API key" if limit.scope == "api_key" else "Your"
-        what = "its" if limit.scope == "api_key" else "member"
+        who = "This API key's" if limit.scope == "api_key" else "Your"
         per = "day" if limit.period == "day" else "month"
         super().__init__(
-            f"{who} {what} spend limit of {limit.credits:,} credits per {per} is reached: {used:,} used, "
+            f"{who} spend limit of {limit.credits:,} credits per {per} is reached: {used:,} used, "
             f"{required:,} more needed. It resets at {resets_at:%Y-%m-%d %H:%M} UTC."
         )
         self.limit, self.used, self.required, self.window, self.resets_at = limit, used, required, window, resets_at

@@ -6,13 +6,12 @@ import csv
 import io
 from datetime import datetime
 
-from flask import Blueprint, Response, abort, current_app, g, render_template, request, stream_with_context, url_for
-from flask_login import current_user
+from flask import Blueprint, Response, abort, g, render_template, request, stream_with_context, url_for
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, credits, generations, plans
+from ... import alerts, catalog, credits, generations, plans, teams
 from ...access import team_role_required
-from ...credits import history
+from ...credits import history, limits
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
 from ..billing.views import purchase_context
@@ -28,6 +27,7 @@ bp = Blueprint("dashboard", __name__)
 def index():  # type: ignore[no-untyped-def]
     balance = credits.balance(g.team.id)
     recent, _ = history.page(g.team.id, history.Filters(), size=8)
+    below = [level for level in limits.thresholds(g.team.id) if balance.available < level]
     return render_template(
         "dashboard/index.html",
         balance=balance,
@@ -37,7 +37,8 @@ def index():  # type: ignore[no-untyped-def]
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
-        low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
+        low_balance=bool(below),
+        low_threshold=min(below) if below else None,
         **purchase_context(),
     )
 
@@ -144,7 +145,7 @@ def generate():  # type: ignore[no-untyped-def]
     feature = catalog.FEATURES["ai_generation"]
     run, replayed = None, False
     if form.validate_on_submit():
-        actor = credits.Actor("user", current_user.id)
+        actor = teams.actor_for(g.membership)
         try:
             started = generations.start(
                 g.team.id, f"generate:{form.idempotency_key.data}", form.prompt.data, feature=feature, actor=actor
@@ -154,6 +155,10 @@ def generate():  # type: ignore[no-untyped-def]
             return render_template(
                 "dashboard/insufficient.html", error=error, feature=feature, **purchase_context()
             ), 402
+        except credits.SpendLimitReached as error:
+            db.session.rollback()
+            alerts.limit_refused(g.team.id, error)
+            return render_template("dashboard/limit_reached.html", error=error, feature=feature), 403
         except credits.CreditError as error:
             db.session.rollback()
             if isinstance(error, credits.IdempotencyConflict):
