@@ -10,14 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from ... import alerts, api_keys, credits
-from ...credits import history
+from ... import alerts, api_keys, catalog, credits
+from ...credits import history, usage
 from ...extensions import csrf, db, limiter
+from ...models import utcnow
 from . import openapi, schemas
 from .schemas import ApiError, invalid
 
@@ -29,6 +31,7 @@ HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "ide
 CAPTURE_FIELDS = frozenset({"amount", "idempotency_key"})
 RELEASE_FIELDS = frozenset({"idempotency_key"})
 PUBLIC_ENDPOINTS = {"api.openapi_document"}
+FEATURE_NAMES = {code: feature.name for code, feature in catalog.FEATURES.items()}
 CLIENT = "starter.api_client"
 HTTP_CODES = {
     400: "invalid_request",
@@ -206,6 +209,25 @@ def ledger() -> Response:
     entries = [row.LedgerEntry for row in rows]
     next_cursor = history.encode_cursor(*after) if after else None
     return jsonify({"data": [schemas.entry_json(entry) for entry in entries], "next_cursor": next_cursor})
+
+
+@bp.get("/usage")
+def usage_report() -> Response:
+    """Credits used per UTC day, feature, member or key over whole days: one aggregate statement."""
+    query = schemas.usage_query(utcnow().date())
+    window = usage.Window(query["first"], query["last"], ZoneInfo("UTC"))
+    found = usage.cells(team_id(), window)
+    members, keys = usage.names(team_id())
+    groups = usage.group(found, query["group_by"], window, members, keys, FEATURE_NAMES)
+    return jsonify(
+        {
+            "from": query["first"].isoformat(),
+            "to": query["last"].isoformat(),
+            "group_by": query["group_by"],
+            "total": sum(cell.credits for cell in found),
+            "data": [{"group": item.key, "label": item.label, "credits": item.credits} for item in groups],
+        }
+    )
 
 
 # --- errors ---------------------------------------------------------------------------------------
