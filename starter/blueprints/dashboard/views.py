@@ -11,7 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ... import alerts, catalog, credits, generations, plans, teams
 from ...access import team_role_required
-from ...credits import history, limits
+from ...credits import history, limits, usage
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
 from ..billing.views import purchase_context
@@ -49,11 +49,23 @@ def _filters() -> tuple[HistoryFilterForm, history.Filters]:
     form.feature.choices = [SelectChoice("", "All features")] + [
         SelectChoice(f.code, f.name) for f in catalog.FEATURES.values()
     ]
+    members, keys = usage.names(g.team.id)
+    form.member.choices = [SelectChoice("", "Everyone")] + [
+        SelectChoice(str(user_id), name) for user_id, name in sorted(members.items(), key=lambda item: item[1])
+    ]
+    form.api_key.choices = [SelectChoice("", "Any key or none")] + [
+        SelectChoice(str(key_id), f"{name} ({prefix})") for key_id, (name, prefix) in sorted(keys.items())
+    ]
     if request.args and not form.validate():
         abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
     since, until = history.days(form.since.data, form.until.data)
     return form, history.Filters(
-        kind=form.kind.data or None, feature=form.feature.data or None, since=since, until=until
+        kind=form.kind.data or None,
+        feature=form.feature.data or None,
+        since=since,
+        until=until,
+        member_id=int(form.member.data) if form.member.data else None,
+        api_key_id=int(form.api_key.data) if form.api_key.data else None,
     )
 
 
@@ -107,7 +119,7 @@ def history_csv():  # type: ignore[no-untyped-def]
                     entry.amount,
                     entry.balance_after,
                     entry.held_delta,
-                    _safe_cell(row.actor_name or entry.actor_type),
+                    _safe_cell(history.actor_label(row)),
                 ]
             )
             if buffer.tell() > 64_000:
