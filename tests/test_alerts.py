@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from starter import credits
+from starter import credits, scheduler
 from starter.credits import limits
 from starter.extensions import db
 from starter.models import Membership, OutboxMessage
@@ -129,4 +129,25 @@ def test_16_concurrent_spends_send_one_email_per_crossing(app, acme, outbox):
     assert mails(outbox) == [
         ("admin@example.com", "Acme: credits below 50"),
         ("owner@example.com", "Acme: credits below 50"),
+    ]
+
+
+def test_the_monthly_jobs_bulk_expiry_alerts_too(app, acme, outbox):
+    from datetime import timedelta
+
+    from starter.models import utcnow
+
+    now = utcnow()
+    credits.grant(acme.id, 500, source="promo", key="promo", expires_at=now + timedelta(hours=1))
+    db.session.commit()
+    assert outbox == []
+    scheduler.run_due_work(app, now + timedelta(hours=2))  # 620 → 120: not below 50
+    assert outbox == []
+    limits.set_thresholds(acme.id, [200])
+    credits.grant(acme.id, 100, source="promo", key="promo2", expires_at=now + timedelta(hours=3))  # 220
+    db.session.commit()
+    scheduler.run_due_work(app, now + timedelta(hours=4))  # 220 → 120: below 200
+    assert mails(outbox) == [
+        ("admin@example.com", "Acme: credits below 200"),
+        ("owner@example.com", "Acme: credits below 200"),
     ]

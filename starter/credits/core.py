@@ -159,7 +159,7 @@ def write(
             [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
         )
     if balance - held < before[0] - before[1]:
-        _alert_if_crossed(team_id, levels, before[0] - before[1], balance - held, entry_id)
+        alert_if_crossed(team_id, levels, before[0] - before[1], balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
 
 
@@ -180,7 +180,7 @@ def crossed(levels: list[int], before: int, after: int) -> list[int]:
     return [level for level in levels if before >= level > after]
 
 
-def _alert_if_crossed(team_id: int, levels: list[int] | None, before: int, after: int, entry_id: int) -> None:
+def alert_if_crossed(team_id: int, levels: list[int] | None, before: int, after: int, entry_id: int) -> None:
     below = crossed(alert_levels(levels), before, after)
     ran_out = before > 0 and after <= 0
     if below or ran_out:
