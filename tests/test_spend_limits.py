@@ -248,3 +248,32 @@ def test_a_member_at_their_limit_sees_a_clear_page_and_is_not_charged(app, auth,
     auth.post("/generate", {"prompt": "again", "idempotency_key": "g2"}, token_from="/generate")
     assert len(outbox) == 2, "one limit email per person and period"
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)) == 2
+
+
+def test_another_teams_key_or_member_limit_is_a_404(app, auth, fast_user, make_team):
+    team, _owner, member = owner_and_member(fast_user, make_team)
+    other_owner = fast_user("other@example.com")
+    other = make_team(other_owner, "Other")
+    key, _ = api_keys.create(team.id, "Acme key")
+    credits.spend(team.id, 3, key="k", actor=api_keys.actor_for(key.id, None, "month"))
+    other_owner.current_team_id = other.id
+    db.session.commit()
+    membership = db.session.scalar(select(Membership).filter_by(team_id=team.id, user_id=member.id))
+    auth.login("other@example.com")
+    assert (
+        auth.post(f"/team/api-keys/{key.id}/limit", {"spend_limit": "1"}, token_from="/team/api-keys").status_code
+        == 404
+    )
+    assert (
+        auth.post(
+            f"/team/members/{membership.id}/limit", {"monthly_limit": "1"}, token_from="/team/members"
+        ).status_code
+        == 404
+    )
+    db.session.refresh(key)
+    db.session.refresh(membership)
+    assert key.spend_limit is None and membership.monthly_limit is None
+    assert "Acme key" not in auth.client.get("/credits/usage?tz=UTC&group_by=api_key").get_data(as_text=True)
+    auth.logout()
+    auth.login("owner@example.com")
+    assert "Acme key" in auth.client.get("/credits/usage?tz=UTC&group_by=api_key").get_data(as_text=True)
