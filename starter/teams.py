@@ -291,10 +291,16 @@ def actor_for(membership: Membership):  # type: ignore[no-untyped-def]
     return credits.Actor("user", membership.user_id, limit=spend_limit)
 
 
-def set_member_limit(team: Team, membership_id: int, limit: int | None) -> Membership | None:
-    """Set (or with None remove) a member's monthly spend limit; None when the team has no such member."""
-    target = team_member(team, membership_id)
-    if target is not None:
-        target.monthly_limit = limit
-        db.session.flush()
+def set_member_limit(actor: Membership, membership_id: int, limit: int | None) -> Membership | None:
+    """Set (or with None remove) a member's monthly spend limit; None when the team has no such member.
+
+    Like roles: only an owner may limit an owner (an admin gets ``TeamError``).
+    """
+    target = team_member(actor.team, membership_id)
+    if target is None:
+        return None
+    if target.role == "owner" and actor.role != "owner":
+        raise TeamError("Only an owner can set an owner's spend limit.")
+    target.monthly_limit = limit
+    db.session.flush()
     return target

@@ -277,3 +277,22 @@ def test_another_teams_key_or_member_limit_is_a_404(app, auth, fast_user, make_t
     auth.logout()
     auth.login("owner@example.com")
     assert "Acme key" in auth.client.get("/credits/usage?tz=UTC&group_by=api_key").get_data(as_text=True)
+
+
+def test_an_admin_cannot_limit_an_owner(app, auth, fast_user, make_team):
+    team, owner, member = owner_and_member(fast_user, make_team)
+    admin = fast_user("admin@example.com")
+    db.session.add(Membership(team_id=team.id, user_id=admin.id, role="admin"))
+    admin.current_team_id = team.id
+    db.session.commit()
+    owner_membership = db.session.scalar(select(Membership).filter_by(team_id=team.id, user_id=owner.id))
+    auth.login("admin@example.com")
+    response = auth.post(
+        f"/team/members/{owner_membership.id}/limit", {"monthly_limit": "1"}, token_from="/team/members"
+    )
+    assert response.status_code == 403
+    db.session.refresh(owner_membership)
+    assert owner_membership.monthly_limit is None
+    member_membership = db.session.scalar(select(Membership).filter_by(team_id=team.id, user_id=member.id))
+    ok = auth.post(f"/team/members/{member_membership.id}/limit", {"monthly_limit": "9"}, token_from="/team/members")
+    assert ok.status_code == 302

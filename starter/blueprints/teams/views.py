@@ -232,7 +232,10 @@ def member_limit(membership_id: int):  # type: ignore[no-untyped-def]
     form = MemberLimitForm()
     if not form.validate_on_submit():
         abort(400, "A limit is a whole number of credits from 1 to 1,000,000,000.")
-    target = teams.set_member_limit(g.team, membership_id, form.monthly_limit.data) or abort(404)
+    try:
+        target = teams.set_member_limit(g.membership, membership_id, form.monthly_limit.data) or abort(404)
+    except teams.TeamError as error:
+        abort(403, str(error))
     db.session.commit()
     what = f"{target.monthly_limit:,} credits per month" if target.monthly_limit else "no limit"
     flash(f"{target.user.name} now has {what}.", "success")
