@@ -485,3 +485,22 @@ class OutboxMessage(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpendLimitUsage(db.Model):
+    """What a limited API key or member spent in one limit period: the spend limit's running counter.
+
+    Created from the ledger (the sum of the subject's spends and captures in the period) the first
+    time a limited spend of the period needs it, then moved by every limited spend and capture, so
+    the check stays one statement however many entries the period holds. Deleted when the limit
+    changes, so it is rebuilt from the ledger. Active holds are counted apart, from ``holds``.
+    """
+
+    __tablename__ = "spend_limit_usage"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # api_key or member
+    subject_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the key's id or the user's
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # month or day
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)

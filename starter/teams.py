@@ -301,6 +301,9 @@ def set_member_limit(actor: Membership, membership_id: int, limit: int | None) -
         return None
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can set an owner's spend limit.")
+    from . import credits
+
     target.monthly_limit = limit
+    credits.forget_limit_usage("member", target.user_id)
     db.session.flush()
     return target

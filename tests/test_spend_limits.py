@@ -99,7 +99,7 @@ def test_a_daily_limit_resets_at_midnight_utc(app, team):
 
 
 def test_a_spend_without_a_limit_costs_no_extra_statement(app, team):
-    """The limit check is one statement, and none at all for an actor without a limit."""
+    """The limit check is one statement (once the period's counter exists), none without a limit."""
     from sqlalchemy import event
 
     key, _ = capped_key(team, 1_000)
@@ -109,6 +109,8 @@ def test_a_spend_without_a_limit_costs_no_extra_statement(app, team):
         if not statement.upper().startswith(("BEGIN", "PRAGMA", "COMMIT")):
             seen.append(statement)
 
+    credits.spend(team, 1, key="opens", actor=api_keys.actor_for(key.id, 1_000, "month"))  # builds the counter
+    db.session.commit()
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         credits.spend(team, 1, key="plain", actor=credits.Actor("api", None, api_key_id=key.id))
@@ -296,3 +298,27 @@ def test_an_admin_cannot_limit_an_owner(app, auth, fast_user, make_team):
     member_membership = db.session.scalar(select(Membership).filter_by(team_id=team.id, user_id=member.id))
     ok = auth.post(f"/team/members/{member_membership.id}/limit", {"monthly_limit": "9"}, token_from="/team/members")
     assert ok.status_code == 302
+
+
+def test_the_counter_follows_the_ledger_and_a_changed_limit_rebuilds_it(app, client, team):
+    key, raw = api_keys.create(team, "later capped")
+    db.session.commit()
+    api = Api(client, raw)
+    for n in range(3):  # 90 spent before the key had a limit: they count once it has one
+        api.post("/spend", {"amount": 30}, headers={"Idempotency-Key": f"before{n}"})
+    api_keys.set_limit(team, key.id, 100, "month")
+    db.session.commit()
+    api = Api(app.test_client(), raw)  # a new request loads the key with its limit
+    assert error_of(api.post("/spend", {"amount": 11}, headers={"Idempotency-Key": "x"}), 403)["used"] == 90
+    hold = api.post("/holds", {"amount": 10}, headers={"Idempotency-Key": "h"}).json
+    api.post(f"/holds/{hold['id']}/capture", {"amount": 4}, headers={"Idempotency-Key": "c"})
+    actor = api_keys.actor_for(key.id, 100, "month")
+    assert limits.used(team, actor.limit, datetime.now(UTC)) == 94
+    counter = db.session.execute(select(limits.usage_t.c.used)).scalar_one()
+    assert counter == 94, "the counter equals the ledger's sum"
+    api_keys.set_limit(team, key.id, 200, "day")
+    db.session.commit()
+    assert db.session.execute(select(func.count()).select_from(limits.usage_t)).scalar_one() == 0
+    api = Api(app.test_client(), raw)
+    assert api.post("/spend", {"amount": 106}, headers={"Idempotency-Key": "y"}).status_code == 201
+    assert error_of(api.post("/spend", {"amount": 1}, headers={"Idempotency-Key": "z"}), 403)["used"] == 200

@@ -2,7 +2,8 @@
 
 Ledger entries name the API key that caused them (existing rows keep their actor type and user;
 an old API entry simply names no key). API keys and members get optional spend limits, members an
-alert-email opt-out (on for everyone), balances their low-balance thresholds (NULL: the configured
+alert-email opt-out (on for everyone), a limit's running counter per period (built from the
+ledger when first needed, so existing usage counts), balances their low-balance thresholds (NULL: the configured
 default, as before). All mail now leaves through ``outbox_messages``.
 
 Revision ID: c8711fa9b191
@@ -41,6 +42,19 @@ def upgrade():
     )
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_messages_due', ['status', 'next_attempt_at'], unique=False)
+
+    op.create_table('spend_limit_usage',
+    sa.Column('scope', sa.String(length=16), nullable=False),
+    sa.Column('subject_id', sa.BigInteger(), nullable=False),
+    sa.Column('period', sa.String(length=8), nullable=False),
+    sa.Column('period_start', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('used', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_spend_limit_usage_team_id_teams'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('scope', 'subject_id', 'period', 'period_start', name=op.f('pk_spend_limit_usage'))
+    )
+    with op.batch_alter_table('spend_limit_usage', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_spend_limit_usage_team_id'), ['team_id'], unique=False)
 
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('spend_limit', sa.BigInteger(), nullable=True))
@@ -82,6 +96,11 @@ def downgrade():
         batch_op.drop_constraint(op.f('ck_api_keys_limit_period'), type_='check')
         batch_op.drop_column('limit_period')
         batch_op.drop_column('spend_limit')
+
+    with op.batch_alter_table('spend_limit_usage', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_spend_limit_usage_team_id'))
+
+    op.drop_table('spend_limit_usage')
 
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_messages_due')

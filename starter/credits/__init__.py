@@ -22,6 +22,7 @@ expiry) and ``verify`` (the invariants
 
 from .holds import capture, hold, release, release_expired_holds
 from .ledger import adjust, clawback, expire_block, expire_due, grant, open_account, spend
+from .limits import forget as forget_limit_usage
 from .queries import Balance, Quote, balance, quote
 from .rollover import (
     RolloverResult,
@@ -79,6 +80,7 @@ __all__ = [
     "expire_block",
     "expire_due",
     "expire_due_blocks",
+    "forget_limit_usage",
     "grant",
     "hold",
     "open_account",

@@ -53,7 +53,7 @@ def hold(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return _hold_result(replayed.hold_id, replayed=True)
-    total = limits.check(team_id, actor, amount, now)
+    total = limits.check(team_id, actor, amount, now, spend=False)
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
         raise InsufficientCredits(amount, available)
@@ -128,6 +128,7 @@ def capture(
     db.session.execute(
         update(holds_t).where(holds_t.c.id == hold_id).values(status="captured", captured_amount=amount, closed_at=now)
     )
+    limits.count_capture(team_id, actor, amount, now)
     return _hold_result(hold_id)
 
 
