@@ -139,10 +139,11 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.main.views import bp as main_bp
     from .blueprints.payments.views import bp as payments_bp
     from .blueprints.teams.views import bp as teams_bp
+    from .blueprints.usage.views import bp as usage_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    blueprints = (main_bp, auth_bp, dashboard_bp, teams_bp, billing_bp, payments_bp, webhooks_bp, admin_bp, api_bp)
-    for blueprint in blueprints:
+    blueprints = (main_bp, auth_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
+    for blueprint in (*blueprints, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 
 
@@ -188,6 +189,7 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     from .billing import gateway as billing_gateway
+    from .credits import history
     from .teams import user_teams
 
     @app.context_processor
@@ -201,6 +203,7 @@ def register_template_helpers(app: Flask) -> None:
 
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
     app.jinja_env.filters["credits"] = lambda n: f"{int(n or 0):,}"
+    app.jinja_env.globals["actor_label"] = history.actor_label
     app.jinja_env.filters["money"] = lambda cents: f"${(cents or 0) / 100:,.2f}"
 
 

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import joinedload
 
+from . import credits
 from .extensions import db
-from .models import ApiKey, Membership, utcnow
+from .models import LIMIT_PERIODS, ApiKey, Membership, utcnow
 
 ADMIN_ROLES = ("owner", "admin")  # who may create and use a team's keys
 KEY_PATTERN = re.compile(r"cs_[0-9a-f]{8}_[0-9A-Za-z]{32}")
@@ -35,15 +36,48 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create(team_id: int, name: str, *, created_by_id: int | None = None) -> tuple[ApiKey, str]:
-    """A new key for the team: returns the stored key and the raw key, which is never shown again."""
+class LimitError(ValueError):
+    """A spend limit that is not a whole number of credits from 1 to a billion, or an unknown period."""
+
+
+def check_limit(spend_limit: int | None, period: str) -> tuple[int | None, str]:
+    if period not in LIMIT_PERIODS:
+        raise LimitError(f"A limit is per {' or per '.join(LIMIT_PERIODS)}.")
+    if spend_limit is not None and (
+        isinstance(spend_limit, bool) or not isinstance(spend_limit, int) or not 1 <= spend_limit <= credits.MAX_AMOUNT
+    ):
+        raise LimitError(f"A spend limit is a whole number of credits from 1 to {credits.MAX_AMOUNT:,}.")
+    return spend_limit, period
+
+
+def create(
+    team_id: int,
+    name: str,
+    *,
+    created_by_id: int | None = None,
+    spend_limit: int | None = None,
+    limit_period: str = "month",
+) -> tuple[ApiKey, str]:
+    """A new key for the team: returns the stored key and the raw key, which is never shown again.
+
+    ``spend_limit`` caps what the key may spend and reserve per UTC ``limit_period`` (month or day).
+    """
+    spend_limit, limit_period = check_limit(spend_limit, limit_period)
     name = (name or "").strip()[:120] or "API key"
     while True:  # 2^32 prefixes: a collision is rare, but the column is unique, so pick another
         prefix = f"cs_{secrets.token_hex(4)}"
         if db.session.scalar(select(ApiKey.id).filter_by(prefix=prefix)) is None:
             break
     raw = f"{prefix}_{''.join(secrets.choice(SECRET_ALPHABET) for _ in range(32))}"
-    key = ApiKey(team_id=team_id, name=name, prefix=prefix, key_hash=hash_key(raw), created_by_id=created_by_id)
+    key = ApiKey(
+        team_id=team_id,
+        name=name,
+        prefix=prefix,
+        key_hash=hash_key(raw),
+        created_by_id=created_by_id,
+        spend_limit=spend_limit,
+        limit_period=limit_period,
+    )
     db.session.add(key)
     db.session.flush()
     return key, raw
@@ -127,6 +161,23 @@ def revoke(team_id: int, key_id: int, *, now: datetime | None = None) -> ApiKey 
         key.revoked_at = now or utcnow()
         db.session.flush()
     return key
+
+
+def set_limit(team_id: int, key_id: int, spend_limit: int | None, period: str) -> ApiKey | None:
+    """Change (or with None remove) a key's spend limit; None when the team has no such key."""
+    spend_limit, period = check_limit(spend_limit, period)
+    key = db.session.scalar(select(ApiKey).filter_by(id=key_id, team_id=team_id))
+    if key is not None:
+        key.spend_limit, key.limit_period = spend_limit, period
+        credits.forget_limit_usage("api_key", key.id)
+        db.session.flush()
+    return key
+
+
+def actor_for(key_id: int, spend_limit: int | None, period: str) -> credits.Actor:
+    """The ledger's actor for a call made with a key: the key itself, with its limit if it has one."""
+    limit = credits.SpendLimit("api_key", key_id, spend_limit, period) if spend_limit else None
+    return credits.Actor("api", None, api_key_id=key_id, limit=limit)
 
 
 def team_keys(team_id: int, *, include_revoked: bool = True) -> list[ApiKey]:

@@ -134,20 +134,37 @@ api_keys_cli = AppGroup("api-keys", help="Team API keys for the JSON API.")
 @api_keys_cli.command("create")
 @click.argument("team_ref", metavar="TEAM")
 @click.argument("name")
-def api_keys_create_command(team_ref: str, name: str) -> None:
+@click.option("--monthly-limit", type=click.IntRange(1, credits.MAX_AMOUNT), help="Credits it may spend per month.")
+@click.option("--daily-limit", type=click.IntRange(1, credits.MAX_AMOUNT), help="Credits it may spend per day.")
+def api_keys_create_command(team_ref: str, name: str, monthly_limit: int | None, daily_limit: int | None) -> None:
     """Create an API key named NAME for TEAM (id or slug) and print it: it is shown only this once."""
     from . import api_keys
 
+    if monthly_limit and daily_limit:
+        raise click.UsageError("Give a monthly or a daily limit, not both.")
     team = find_team(team_ref)
     if team is None:
         raise click.ClickException(f"No team {team_ref!r}.")
-    key, raw = api_keys.create(team.id, name)
+    period = "day" if daily_limit else "month"
+    key, raw = api_keys.create(team.id, name, spend_limit=monthly_limit or daily_limit, limit_period=period)
     db.session.commit()
-    click.echo(f"Created API key {key.prefix} ({key.name}) for {team.slug}. Copy it now; it is not shown again:")
+    limit = f", limit {key.spend_limit:,} credits per {key.limit_period}" if key.spend_limit else ""
+    click.echo(f"Created API key {key.prefix} ({key.name}{limit}) for {team.slug}. Copy it now; it is not shown again:")
     click.echo(raw)
 
 
+mail_cli = AppGroup("mail", help="The outbox of outgoing mail.")
+
+
+@mail_cli.command("deliver")
+def mail_deliver_command() -> None:
+    """Send the outbox's due mail once (for cron, with SCHEDULER_ENABLED=false on the web workers)."""
+    summary = scheduler.deliver_mail(current_app._get_current_object())  # type: ignore[attr-defined]
+    click.echo(summary.describe())
+
+
 def register(app: Flask) -> None:
+    app.cli.add_command(mail_cli)
     app.cli.add_command(credits_cli)
     app.cli.add_command(billing_cli)
     app.cli.add_command(api_keys_cli)

@@ -91,6 +91,12 @@ def from_environment(instance_path: str) -> dict:
         "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD") or None,
         "MAIL_USE_TLS": _bool("MAIL_USE_TLS", True),
         "MAIL_DEFAULT_SENDER": os.environ.get("MAIL_DEFAULT_SENDER", "Credits Starter <noreply@localhost>"),
+        # The outbox: how often the scheduler delivers, how long one SMTP call may take, the first retry
+        # delay (doubling each time) and how many attempts before a message is marked failed.
+        "MAIL_OUTBOX_SECONDS": _int("MAIL_OUTBOX_SECONDS", 15),
+        "MAIL_TIMEOUT": _int("MAIL_TIMEOUT", 10),
+        "MAIL_RETRY_SECONDS": _int("MAIL_RETRY_SECONDS", 60),
+        "MAIL_MAX_ATTEMPTS": _int("MAIL_MAX_ATTEMPTS", 8),
         "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         # Keeps apps (or test runs) that share one Redis from counting into each other's limits.
         "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", ""),

@@ -56,6 +56,8 @@ RECHARGE_STATUSES = (
     "canceled",
 )
 RECHARGE_IN_FLIGHT = ("due", "processing", "confirming", "retrying", "requires_action")
+LIMIT_PERIODS = ("month", "day")  # an API key's spend limit resets at the start of each UTC month or day
+OUTBOX_STATUSES = ("pending", "sent", "failed")
 
 
 def utcnow() -> datetime:
@@ -180,6 +182,10 @@ class Membership(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Credits this member may spend per UTC month (web spends they cause); None: no limit.
+    monthly_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # Low-balance, out-of-credits and limit emails (owners and admins get them); each person can opt out.
+    alert_emails: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
     team: Mapped[Team] = relationship(back_populates="memberships")
     user: Mapped[User] = relationship(back_populates="memberships")
@@ -229,6 +235,9 @@ class CreditBalance(db.Model):
     # Auto-recharge's threshold while it is on (else NULL), read by the lock every change takes: a spend
     # that crosses it records the recharge without one more query (AutoRechargeSettings is the setting).
     recharge_below: Mapped[int | None] = mapped_column(BigInteger)
+    # The team's low-balance thresholds (credits, sorted); None: the LOW_BALANCE_THRESHOLD default, []: none.
+    # Kept on the lock row so every change sees them in the UPDATE it makes anyway (RETURNING), at no extra cost.
+    alert_levels: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class CreditBlock(db.Model):
@@ -295,6 +304,9 @@ class LedgerEntry(db.Model):
         UniqueConstraint("team_id", "idempotency_key"),
         Index("ix_ledger_entries_team_history", "team_id", "created_at", "id"),
         Index("ix_ledger_entries_team_kind", "team_id", "kind", "created_at"),
+        # What one key or one member spent since a time: spend limits and the key and member lists.
+        Index("ix_ledger_entries_api_key_usage", "api_key_id", "created_at"),
+        Index("ix_ledger_entries_team_actor_usage", "team_id", "actor_user_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -309,6 +321,7 @@ class LedgerEntry(db.Model):
     feature: Mapped[str | None] = mapped_column(String(64))
     actor_type: Mapped[str] = mapped_column(String(16), default="system")  # user, api, admin, stripe, system
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))  # actor "api"
     description: Mapped[str] = mapped_column(String(255), default="")
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(255))
@@ -442,6 +455,10 @@ class ApiKey(db.Model):
     """A team's API key: the prefix is shown and looked up, the secret is stored only as a hash."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(_in("limit_period", LIMIT_PERIODS), "limit_period"),
+        CheckConstraint("spend_limit IS NULL OR spend_limit > 0", "spend_limit_positive"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
@@ -452,6 +469,9 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Credits the key may spend per ``limit_period`` (UTC month or day); None: no limit.
+    spend_limit: Mapped[int | None] = mapped_column(BigInteger)
+    limit_period: Mapped[str] = mapped_column(String(8), default="month", server_default="month")
 
     created_by: Mapped[User | None] = relationship()
 
@@ -543,3 +563,47 @@ class InvoiceRecord(db.Model):
     status: Mapped[str] = mapped_column(String(32), default="paid")
     hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxMessage(db.Model):
+    """An email waiting to leave: written in the transaction of the change that causes it, delivered by
+    the scheduler (``starter.mail.deliver_due``) with retries. A rolled-back change leaves no row."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        CheckConstraint(_in("status", OUTBOX_STATUSES), "status"),
+        Index("ix_outbox_messages_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    to: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    # Mail that must go once per event (an alert per crossing, per limit period): a second insert is a no-op.
+    dedupe_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpendLimitUsage(db.Model):
+    """What a limited API key or member spent in one limit period: the spend limit's running counter.
+
+    Created from the ledger (the sum of the subject's spends and captures in the period) the first
+    time a limited spend of the period needs it, then moved by every limited spend and capture, so
+    the check stays one statement however many entries the period holds. Deleted when the limit
+    changes, so it is rebuilt from the ledger. Active holds are counted apart, from ``holds``.
+    """
+
+    __tablename__ = "spend_limit_usage"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # api_key or member
+    subject_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the key's id or the user's
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # month or day
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)

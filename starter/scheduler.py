@@ -6,7 +6,8 @@ the old one), writes the expiry of any other block past its time, and marks paid
 when their period ended more than ``PAID_PERIOD_GRACE_HOURS`` ago without an ``invoice.paid``
 (paid periods start only from Stripe: see ``billing``). ``release_holds`` (every
 ``SCHEDULER_HOLDS_SECONDS``) releases expired holds between those runs. ``flask credits
-grant-due`` runs ``run_due_work`` once, for cron deployments.
+grant-due`` runs ``run_due_work`` once, for cron deployments. ``deliver_mail`` (every
+``MAIL_OUTBOX_SECONDS``) sends the outbox (``starter.mail``); ``flask mail deliver`` runs it once.
 
 Jobs hold no domain rules: they call ``credits`` and ``plans`` and commit once per batch, so a
 crash loses at most the open batch and the next run picks up what is left. Exactly once comes
@@ -40,7 +41,7 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import credits, plans
+from . import credits, mail, plans
 from .extensions import db
 from .models import utcnow
 
@@ -127,6 +128,7 @@ def init_app(
             (run_due_work, rollover_every, "credits.due_work"),
             (release_holds, holds_every, "credits.release_holds"),
             (pay_due_recharges, app.config["SCHEDULER_RECHARGE_SECONDS"], "billing.auto_recharge"),
+            (deliver_mail, app.config["MAIL_OUTBOX_SECONDS"], "mail.deliver"),
         ):
             scheduler.add_job(
                 job, "interval", seconds=seconds, args=[app], kwargs={"stop": stop}, id=job_id, next_run_time=first
@@ -284,6 +286,30 @@ def pay_due_recharges(app: Flask, now: datetime | None = None, *, stop: threadin
     if result.claimed or result.errors:
         log.info(result.describe())
     return result
+
+
+def deliver_mail(app: Flask, now: datetime | None = None, *, stop: threading.Event | None = None) -> mail.Delivery:
+    """Send the outbox's due messages (batch after batch until none is due or ``stop`` is set)."""
+    total = mail.Delivery()
+    with app.app_context():
+        size = app.config["SCHEDULER_BATCH_SIZE"]
+        while not (stop and stop.is_set()):
+            try:
+                done = mail.deliver_due(now, limit=size)
+            except SQLAlchemyError:
+                db.session.rollback()
+                log.exception("mail job: delivery failed; the next run retries")
+                break
+            total.sent, total.retrying, total.failed = (
+                total.sent + done.sent,
+                total.retrying + done.retrying,
+                total.failed + done.failed,
+            )
+            if done.sent + done.retrying + done.failed < size:
+                break
+    if total.sent or total.retrying or total.failed:
+        log.info(total.describe())
+    return total
 
 
 def _run(summary: RunSummary, size: int, grace: timedelta, stop: threading.Event) -> None:

@@ -280,3 +280,30 @@ def members(team: Team) -> list[Membership]:
             select(Membership).join(User).where(Membership.team_id == team.id).order_by(Membership.created_at)
         )
     )
+
+
+def actor_for(membership: Membership):  # type: ignore[no-untyped-def]
+    """The ledger's actor for a member acting in the browser, with their monthly limit if they have one."""
+    from . import credits
+
+    limit = membership.monthly_limit
+    spend_limit = credits.SpendLimit("member", membership.user_id, limit, "month") if limit else None
+    return credits.Actor("user", membership.user_id, limit=spend_limit)
+
+
+def set_member_limit(actor: Membership, membership_id: int, limit: int | None) -> Membership | None:
+    """Set (or with None remove) a member's monthly spend limit; None when the team has no such member.
+
+    Like roles: only an owner may limit an owner (an admin gets ``TeamError``).
+    """
+    target = team_member(actor.team, membership_id)
+    if target is None:
+        return None
+    if target.role == "owner" and actor.role != "owner":
+        raise TeamError("Only an owner can set an owner's spend limit.")
+    from . import credits
+
+    target.monthly_limit = limit
+    credits.forget_limit_usage("member", target.user_id)
+    db.session.flush()
+    return target

@@ -163,9 +163,55 @@ def runner(app: Flask):  # type: ignore[no-untyped-def]
     return app.test_cli_runner()
 
 
+class DeliveredMail(list):
+    """The mail the app sent, as the TESTING list ``app.extensions["outbox"]``, read after delivery.
+
+    The app only queues mail (``starter.mail``); every read of this list first runs the real
+    delivery job (``mail.deliver_due``, in an app context of its own, as the scheduler does), which
+    appends what it sent. So a test sees exactly the mail that was committed and delivered.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__()
+        self.app = app
+
+    def deliver(self) -> None:
+        from starter import mail
+
+        session = db.session
+        if has_app_context() and not (session.new or session.dirty or session.deleted):
+            # What a request leaves open ends with its app context in production; here the test's
+            # context outlives the request, so end its (clean) transaction as the teardown would.
+            session.rollback()
+        with self.app.app_context():
+            mail.deliver_due()
+
+    def __len__(self) -> int:
+        self.deliver()
+        return super().__len__()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.deliver()
+        return super().__iter__()
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        self.deliver()
+        return super().__getitem__(index)
+
+    def __eq__(self, other: object) -> bool:
+        self.deliver()
+        return list(super().__iter__()) == other
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @pytest.fixture
 def outbox(app: Flask) -> list:
-    return app.extensions.setdefault("outbox", [])
+    app.extensions["outbox"] = DeliveredMail(app)
+    return app.extensions["outbox"]
 
 
 def csrf_token(client: FlaskClient, path: str = "/auth/login") -> str:

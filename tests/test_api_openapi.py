@@ -64,7 +64,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(app, fuzz_key, m
     if mode is GenerationMode.NEGATIVE:
         checks.append(negative_data_rejection)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 7
     statuses: dict[int, int] = {}
 
     for operation in operations:

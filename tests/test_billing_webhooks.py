@@ -330,3 +330,12 @@ def test_the_stored_payload_is_the_delivered_event(client, team, customer) -> No
     stored = stored_event(event["id"])
     assert stored.payload == json.loads(body)
     assert stored.stripe_created == event["created"] and stored.type == "checkout.session.completed"
+
+
+def test_a_webhook_grant_names_stripe_as_its_actor(client, team, customer) -> None:
+    """Attribution: what a webhook changes is recorded as caused by Stripe, with no user and no API key."""
+    event = make_event("checkout.session.completed", paid_session(team))
+    assert deliver(client, event).status_code == 200
+    session_id = event["data"]["object"]["id"]
+    entry = db.session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == f"checkout:{session_id}"))
+    assert (entry.actor_type, entry.actor_user_id, entry.api_key_id) == ("stripe", None, None)

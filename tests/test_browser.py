@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from starter import accounts, catalog, credits
+from starter import accounts, catalog, credits, mail
 from starter.billing import recharge_job
 from starter.blueprints.dashboard.generation import fake_generation
 from starter.extensions import db
@@ -556,5 +556,8 @@ def test_auto_recharge_from_a_saved_card_lands_once_with_its_receipt(page, live_
     page.get_by_role("heading", name="Receipt").wait_for()
     assert "pi_local_" in page.content()
 
+    with live_server.app.app_context():  # the mail job's work, done now rather than on its next tick
+        mail.deliver_due()
+        db.session.remove()
     subjects = [m["Subject"] for m in live_server.app.extensions.get("outbox", []) if m["To"] == email]
     assert subjects.count("Receipt: Auto-recharge: Small pack") == 1, subjects

@@ -103,11 +103,12 @@ def test_a_serving_app_starts_the_scheduler_once_and_shuts_it_down(serving_app_f
     running = scheduler.scheduler_of(app)
     assert running is not None and running.running
     jobs = {job.id: job for job in running.get_jobs()}
-    assert set(jobs) == {"credits.due_work", "credits.release_holds", "billing.auto_recharge"}
-    assert jobs["credits.due_work"].trigger.interval == timedelta(seconds=app.config["SCHEDULER_ROLLOVER_SECONDS"])
-    assert jobs["credits.release_holds"].trigger.interval == timedelta(seconds=app.config["SCHEDULER_HOLDS_SECONDS"])
+    assert set(jobs) == {"credits.due_work", "credits.release_holds", "billing.auto_recharge", "mail.deliver"}
     recharge_every = timedelta(seconds=app.config["SCHEDULER_RECHARGE_SECONDS"])
     assert jobs["billing.auto_recharge"].trigger.interval == recharge_every
+    assert jobs["credits.due_work"].trigger.interval == timedelta(seconds=app.config["SCHEDULER_ROLLOVER_SECONDS"])
+    assert jobs["credits.release_holds"].trigger.interval == timedelta(seconds=app.config["SCHEDULER_HOLDS_SECONDS"])
+    assert jobs["mail.deliver"].trigger.interval == timedelta(seconds=app.config["MAIL_OUTBOX_SECONDS"])
     assert all(job.max_instances == 1 and job.coalesce for job in jobs.values())
     assert jobs["credits.due_work"].args == (app,)
 

@@ -9,8 +9,6 @@ mode to our printable receipt page.
 
 from __future__ import annotations
 
-import logging
-import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +20,6 @@ from .. import catalog, mail
 from ..extensions import db
 from ..models import AutoRecharge, InvoiceRecord, Membership, Purchase, Team, User, utcnow
 
-log = logging.getLogger(__name__)
 Json = dict[str, Any]
 STATUS_LABELS = {
     "paid": "Paid",
@@ -155,15 +152,6 @@ def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
     return record
 
 
-def send_quietly(to: str, subject: str, template: str, **context: Any) -> None:
-    """``mail.send``, but a mail server that is down never undoes the payment being recorded (or makes
-    Stripe redeliver it); the failure is logged."""
-    try:
-        mail.send(to, subject, template, **context)
-    except (OSError, smtplib.SMTPException):
-        log.exception("Could not send %r to %s", subject, to)
-
-
 def absolute_url(endpoint: str, **values: Any) -> str:
     """A link for an email on ``BASE_URL``; works in a job too, where no request is there to build it from."""
     return current_app.config["BASE_URL"] + current_app.url_map.bind("localhost").build(endpoint, values)
@@ -181,7 +169,7 @@ def email_receipt(
     )
     link = hosted_url or absolute_url("payments.receipts")
     for email in emails:
-        send_quietly(
+        mail.send(
             email,
             f"Receipt: {what}",
             "receipt",

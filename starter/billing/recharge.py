@@ -24,7 +24,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from .. import catalog, credits
+from .. import catalog, credits, mail
 from ..credits.recharge_due import COUNTED, lock_account, month_start, record_due, set_threshold
 from ..extensions import db
 from ..models import (
@@ -387,4 +387,4 @@ def _email_team(team_id: int, subject: str, template: str, *, roles: tuple[str, 
         .order_by(User.id)
     )
     for email in emails:
-        receipts.send_quietly(email, subject, template, team=team, **context)
+        mail.send(email, subject, template, team=team, **context)

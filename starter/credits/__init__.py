@@ -15,12 +15,14 @@ their expiry.
 
 Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entry write), ``ledger``
 (grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history),
-``rollover`` (the monthly job's bulk rollover and expiry) and ``verify`` (the invariants
+``limits`` (spend limits per key and member), ``rollover`` (the monthly job's bulk rollover and
+expiry) and ``verify`` (the invariants
 ``flask credits verify`` checks).
 """
 
 from .holds import capture, hold, release, release_expired_holds
 from .ledger import adjust, clawback, expire_block, expire_due, grant, open_account, spend
+from .limits import forget as forget_limit_usage
 from .queries import Balance, Quote, balance, quote
 from .rollover import (
     RolloverResult,
@@ -42,6 +44,8 @@ from .rules import (
     InvalidAmount,
     InvalidRequest,
     Receipt,
+    SpendLimit,
+    SpendLimitReached,
     UnknownFeature,
     plan_grant_key,
 )
@@ -64,6 +68,8 @@ __all__ = [
     "Quote",
     "Receipt",
     "RolloverResult",
+    "SpendLimit",
+    "SpendLimitReached",
     "UnknownFeature",
     "adjust",
     "balance",
@@ -74,6 +80,7 @@ __all__ = [
     "expire_block",
     "expire_due",
     "expire_due_blocks",
+    "forget_limit_usage",
     "grant",
     "hold",
     "open_account",

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from flask import current_app
 from sqlalchemy import bindparam, insert, or_, select, update
 
 from ..extensions import db
@@ -135,9 +136,13 @@ def write(
     params = [{"b_id": b, "d_remaining": r, "d_held": h} for b, r, h in changes if r or h]
     if params:
         db.session.execute(update_block, params)
-    db.session.execute(
-        update(balances).where(balances.c.team_id == team_id).values(balance=balance, held=held, updated_at=now)
-    )
+    # RETURNING the thresholds: the alert check needs no statement of its own.
+    levels = db.session.execute(
+        update(balances)
+        .where(balances.c.team_id == team_id)
+        .values(balance=balance, held=held, updated_at=now)
+        .returning(balances.c.alert_levels)
+    ).scalar_one()
     values = {
         "team_id": team_id,
         "kind": kind,
@@ -150,6 +155,7 @@ def write(
         "feature": feature,
         "actor_type": actor.type,
         "actor_user_id": actor.user_id,
+        "api_key_id": actor.api_key_id,
         "description": description[:255],
         "metadata": meta or {},
         "idempotency_key": key,
@@ -162,7 +168,35 @@ def write(
             insert(allocations_t),
             [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
         )
+    if balance - held < before[0] - before[1]:
+        alert_if_crossed(team_id, levels, before[0] - before[1], balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
+
+
+def alert_levels(levels: list[int] | None) -> list[int]:
+    """A team's low-balance thresholds: its own, or the ``LOW_BALANCE_THRESHOLD`` default when it set none."""
+    if levels is None:
+        default = current_app.config["LOW_BALANCE_THRESHOLD"]
+        return [default] if default > 0 else []
+    return sorted(int(level) for level in levels)
+
+
+def crossed(levels: list[int], before: int, after: int) -> list[int]:
+    """The thresholds a change from ``before`` to ``after`` credits available went below.
+
+    Changes of one team run one at a time under its lock, so each crossing is seen by exactly one
+    change; rising above a threshold again is what lets the next fall cross it once more.
+    """
+    return [level for level in levels if before >= level > after]
+
+
+def alert_if_crossed(team_id: int, levels: list[int] | None, before: int, after: int, entry_id: int) -> None:
+    below = crossed(alert_levels(levels), before, after)
+    ran_out = before > 0 and after <= 0
+    if below or ran_out:
+        from .. import alerts  # mail, not ledger: only a crossing pays for it
+
+        alerts.balance_crossed(team_id, below, after, ran_out=ran_out, entry_id=entry_id)
 
 
 class Row:

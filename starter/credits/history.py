@@ -6,11 +6,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
 
 from ..extensions import db
-from ..models import LedgerEntry, User, utcnow
+from ..models import ApiKey, LedgerEntry, User, utcnow
 
 USAGE_KINDS = ("spend", "capture")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,6 +25,8 @@ class Filters:
     feature: str | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
+    member_id: int | None = None  # entries this user caused in the browser (not through an API key)
+    api_key_id: int | None = None  # entries this API key caused
 
 
 def start_of(day: date) -> datetime:
@@ -54,10 +57,13 @@ def decode_cursor(value: str) -> tuple[datetime, int]:
 
 
 def entries_query(team_id: int, filters: Filters) -> Select:
-    """Entries of one team, newest first, with the name of the person who caused each (one query)."""
+    """Entries of one team, newest first, with the person or API key who caused each (one query)."""
     query = (
-        select(LedgerEntry, User.name.label("actor_name"))
+        select(
+            LedgerEntry, User.name.label("actor_name"), ApiKey.name.label("key_name"), ApiKey.prefix.label("key_prefix")
+        )
         .outerjoin(User, User.id == LedgerEntry.actor_user_id)
+        .outerjoin(ApiKey, ApiKey.id == LedgerEntry.api_key_id)
         .where(LedgerEntry.team_id == team_id)
         .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
     )
@@ -65,6 +71,10 @@ def entries_query(team_id: int, filters: Filters) -> Select:
         query = query.where(LedgerEntry.kind == filters.kind)
     if filters.feature:
         query = query.where(LedgerEntry.feature == filters.feature)
+    if filters.member_id:
+        query = query.where(LedgerEntry.actor_user_id == filters.member_id, LedgerEntry.api_key_id.is_(None))
+    if filters.api_key_id:
+        query = query.where(LedgerEntry.api_key_id == filters.api_key_id)
     if filters.since:
         query = query.where(LedgerEntry.created_at >= filters.since)
     if filters.until:
@@ -99,6 +109,13 @@ def stream(team_id: int, filters: Filters, batch: int = 1_000) -> Iterator:
         if after is None:
             return
         db.session.expunge_all()  # what was written out is not kept
+
+
+def actor_label(row: Any) -> str:
+    """Who caused an entry, for people: the member's name, the API key, or the kind of actor."""
+    if row.key_prefix:
+        return f"API key {row.key_name} ({row.key_prefix})"
+    return row.actor_name or row.LedgerEntry.actor_type.title()
 
 
 def _day(column):  # type: ignore[no-untyped-def]

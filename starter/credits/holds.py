@@ -9,6 +9,7 @@ from sqlalchemy import and_, insert, select, update
 
 from ..extensions import db
 from ..models import utcnow
+from . import limits
 from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
 from .recharge_due import crossed, record_due
 from .rules import (
@@ -53,6 +54,7 @@ def hold(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return _hold_result(replayed.hold_id, replayed=True)
+    total = limits.check(team_id, actor, amount, now, spend=False)
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
         raise InsufficientCredits(amount, available)
@@ -84,6 +86,7 @@ def hold(
         feature=feature,
         hold_id=hold_id,
     )
+    limits.reached(team_id, actor, total, now)
     return _hold_result(hold_id)
 
 
@@ -128,6 +131,7 @@ def capture(
     )
     if crossed(before, captured.balance_after):
         record_due(team_id, captured.balance_after, now)
+    limits.count_capture(team_id, actor, amount, now)
     return _hold_result(hold_id)
 
 

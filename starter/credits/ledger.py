@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, update
 from .. import catalog
 from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
+from . import limits
 from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
 from .holds import close_hold, holds_on_block, holds_on_reference
 from .recharge_due import crossed, record_due
@@ -138,11 +139,12 @@ def _debit(
     before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return replayed
+    total = limits.check(team_id, actor, amount, now) if kind == "spend" else None
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
         raise InsufficientCredits(amount, available)
     changes = [(block.id, -take, 0) for block, take in draws]
-    receipt = write(
+    result = write(
         team_id,
         kind,
         before=before,
@@ -155,9 +157,10 @@ def _debit(
         meta=meta,
         feature=feature,
     )
-    if crossed(before, receipt.balance_after):
-        record_due(team_id, receipt.balance_after, now)
-    return receipt
+    if crossed(before, result.balance_after):
+        record_due(team_id, result.balance_after, now)
+    limits.reached(team_id, actor, total, now)
+    return result
 
 
 def adjust(

@@ -22,7 +22,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import Team
 from ..periods import period_containing
-from .core import allocations_t, balances, blocks_t, entries_t, fingerprint_of
+from .core import alert_if_crossed, allocations_t, balances, blocks_t, entries_t, fingerprint_of
 from .ledger import expire_block
 from .rules import plan_grant_key
 
@@ -175,18 +175,18 @@ def expire_due_blocks(team_ids: Sequence[int], now: datetime) -> RolloverResult:
     return batch.result
 
 
-def _lock_accounts(team_ids: Sequence[int]) -> dict[int, list[int]]:
+def _lock_accounts(team_ids: Sequence[int]) -> dict[int, list[Any]]:
     """Lock the teams' balance rows in one statement, in team order (so two batches never deadlock).
 
-    Returns team id → [balance, held]; a team without a credit account is missing.
+    Returns team id → [balance, held, low-balance thresholds]; a team without a credit account is missing.
     """
     rows = db.session.execute(
-        select(balances.c.team_id, balances.c.balance, balances.c.held)
+        select(balances.c.team_id, balances.c.balance, balances.c.held, balances.c.alert_levels)
         .where(balances.c.team_id.in_(list(team_ids)))
         .order_by(balances.c.team_id)
         .with_for_update()
     )
-    return {row.team_id: [row.balance, row.held] for row in rows}
+    return {row.team_id: [row.balance, row.held, row.alert_levels] for row in rows}
 
 
 def _due_blocks(batch: _LedgerBatch, team_ids: list[int]) -> dict[int, list[Any]]:
@@ -225,7 +225,8 @@ def _due_blocks(batch: _LedgerBatch, team_ids: list[int]) -> dict[int, list[Any]
                 balances.c.team_id.in_(sorted(held_teams))
             )
         ):
-            batch.accounts[team_id] = [balance, held]
+            batch.accounts[team_id][:2] = [balance, held]
+            batch.start[team_id] = balance - held  # ``expire_block`` alerted for what it changed itself
     return due
 
 
@@ -266,8 +267,9 @@ class _LedgerBatch:
     team states its new cached balance. ``flush`` writes them with one statement per table.
     """
 
-    def __init__(self, accounts: dict[int, list[int]], now: datetime) -> None:
+    def __init__(self, accounts: dict[int, list[Any]], now: datetime) -> None:
         self.accounts, self.now = accounts, now
+        self.start = {team: account[0] - account[1] for team, account in accounts.items()}  # for the alerts
         self.result = RolloverResult()
         self.expired_ids: list[int] = []
         self.new_blocks: list[dict[str, Any]] = []
@@ -368,3 +370,9 @@ class _LedgerBatch:
             "team_id",
             [{"team_id": team, "balance": self.accounts[team][0], "updated_at": self.now} for team in changed],
         )
+        for entry, entry_id in zip(self.entries, entry_ids, strict=True):
+            changed[entry["team_id"]] = entry_id  # the newest entry of each team: the one an alert names
+        for team, entry_id in changed.items():
+            balance, held, levels = self.accounts[team]
+            if balance - held < self.start[team]:
+                alert_if_crossed(team, levels, self.start[team], balance - held, entry_id)

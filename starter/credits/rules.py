@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import catalog
@@ -57,12 +57,56 @@ class InsufficientCredits(CreditError):
         return {"required": self.required, "available": self.available}
 
 
+class SpendLimitReached(CreditError):
+    """The spend or hold would take an API key or a member past its spend limit for the period."""
+
+    code, status = "spend_limit_reached", 403
+
+    def __init__(self, limit: SpendLimit, used: int, required: int, window: tuple[datetime, datetime]) -> None:
+        resets_at = window[1]
+        who = "This API key's" if limit.scope == "api_key" else "Your"
+        per = "day" if limit.period == "day" else "month"
+        super().__init__(
+            f"{who} spend limit of {limit.credits:,} credits per {per} is reached: {used:,} used, "
+            f"{required:,} more needed. It resets at {resets_at:%Y-%m-%d %H:%M} UTC."
+        )
+        self.limit, self.used, self.required, self.window, self.resets_at = limit, used, required, window, resets_at
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit.credits,
+            "used": self.used,
+            "required": self.required,
+            "period": self.limit.period,
+            "scope": self.limit.scope,
+            "resets_at": self.resets_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+
+@dataclass(frozen=True)
+class SpendLimit:
+    """A cap on what one API key (``scope="api_key"``, subject its id) or one member (``"member"``, the user
+    id) may spend and reserve per UTC ``period`` (``month`` or ``day``)."""
+
+    scope: str
+    subject_id: int
+    credits: int
+    period: str = "month"
+
+
 @dataclass(frozen=True)
 class Actor:
-    """Who or what caused a change: ``user``, ``api``, ``admin``, ``stripe`` or ``system``."""
+    """Who or what caused a change: ``user``, ``api``, ``admin``, ``stripe`` or ``system``.
+
+    An API call names its key (``api_key_id``); a person their ``user_id``. ``limit`` is the key's or the
+    member's spend limit, loaded by the caller with the key or membership it has anyway, so a spend
+    without a limit costs nothing extra; ``spend`` and ``hold`` enforce it under the team's lock.
+    """
 
     type: str = "system"
     user_id: int | None = None
+    api_key_id: int | None = None
+    limit: SpendLimit | None = None
 
 
 SYSTEM = Actor()

@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from ... import catalog
-from ...credits import MAX_AMOUNT
+from ...credits import MAX_AMOUNT, usage
 from ...models import ENTRY_KINDS, HOLD_STATUSES
 from .schemas import (
     DEFAULT_PAGE,
@@ -103,6 +103,11 @@ SCHEMAS: dict[str, Any] = {
             "field": {"type": "string", "description": "The field or query parameter at fault."},
             "required": {"type": "integer", "description": "insufficient_credits: what the call needs."},
             "available": {"type": "integer", "description": "insufficient_credits: what the team has free."},
+            "limit": {"type": "integer", "description": "spend_limit_reached: the key's limit."},
+            "used": {"type": "integer", "description": "spend_limit_reached: used and reserved this period."},
+            "period": {"enum": ["month", "day"], "description": "spend_limit_reached: the limit's period."},
+            "scope": {"enum": ["api_key", "member"], "description": "spend_limit_reached: whose limit."},
+            "resets_at": {"type": "string", "format": "date-time", "description": "When the limit resets."},
         },
     },
     "Balance": obj(
@@ -185,6 +190,7 @@ SCHEMAS: dict[str, Any] = {
             "description": {"type": "string"},
             "metadata": {"type": "object"},
             "actor_type": {"type": "string", "description": "user, api, admin, stripe or system"},
+            "api_key_id": {"type": ["integer", "null"], "description": "The API key that caused it (actor api)."},
             "created_at": {"type": "string", "format": "date-time"},
         },
         [
@@ -199,8 +205,33 @@ SCHEMAS: dict[str, Any] = {
             "description",
             "metadata",
             "actor_type",
+            "api_key_id",
             "created_at",
         ],
+    ),
+    "Usage": obj(
+        {
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "group_by": {"enum": list(usage.GROUPS)},
+            "total": {"type": "integer", "minimum": 0, "description": "Credits used in the range."},
+            "data": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "group": {
+                            "type": ["string", "null"],
+                            "description": "The day (YYYY-MM-DD), feature code, member's user id or key id; "
+                            "null: no feature, not a member (keys, system), or no key",
+                        },
+                        "label": {"type": "string", "description": "For people: a date, feature, name or key."},
+                        "credits": {"type": "integer"},
+                    },
+                    ["group", "label", "credits"],
+                ),
+            },
+        },
+        ["from", "to", "group_by", "total", "data"],
     ),
     "LedgerPage": obj(
         {
@@ -242,6 +273,7 @@ PATHS: dict[str, Any] = {
                 "201": ok("Spent: the ledger entry", ref("SpendEntry")),
                 "200": ok("A replay: the entry the first call with this key wrote", ref("SpendEntry")),
                 "402": error("Not enough credits (required, available)", "insufficient_credits"),
+                "403": error("The key's spend limit is reached (limit, used, resets_at)", "spend_limit_reached"),
                 "409": error("The idempotency key was used with other parameters", "idempotency_conflict"),
                 "422": error("A field is missing, unknown, null, mistyped or out of range", *INVALID),
             },
@@ -256,6 +288,7 @@ PATHS: dict[str, Any] = {
                 "201": ok("The hold, active", ref("Hold")),
                 "200": ok("A replay: the hold the first call with this key made, as it is now", ref("Hold")),
                 "402": error("Not enough credits (required, available)", "insufficient_credits"),
+                "403": error("The key's spend limit is reached (limit, used, resets_at)", "spend_limit_reached"),
                 "409": error("The idempotency key was used with other parameters", "idempotency_conflict"),
                 "422": error("A field is missing, unknown, null, mistyped or out of range", *INVALID),
             },
@@ -341,6 +374,32 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/v1/usage": {
+        "get": {
+            "operationId": "getUsage",
+            "summary": "Credits used over whole UTC days, by day, feature, member or API key",
+            "parameters": [
+                {
+                    "name": "from",
+                    "in": "query",
+                    "description": "First day (default: 29 days before to)",
+                    "schema": {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                },
+                {
+                    "name": "to",
+                    "in": "query",
+                    "description": f"Last day, included (default: today); at most {usage.MAX_DAYS} days in all",
+                    "schema": {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                },
+                {"name": "group_by", "in": "query", "schema": {"enum": list(usage.GROUPS)}},
+            ],
+            "responses": {
+                "200": ok("Usage in the range", ref("Usage")),
+                "422": error("A query parameter is unknown, repeated or invalid", "invalid_request"),
+                **COMMON_ERRORS,
+            },
+        }
+    },
 }
 
 
@@ -351,8 +410,9 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Credits API",
             "version": "1",
-            "description": "A team's credits: balance, spend, holds and ledger. Authenticate with a team API key: "
-            "Authorization: Bearer cs_…. Errors are JSON: {error: {code, message, …}}.",
+            "description": "A team's credits: balance, spend, holds, ledger and usage. "
+            "Authenticate with a team API key: Authorization: Bearer cs_…. "
+            "Errors are JSON: {error: {code, message, …}}.",
         },
         "security": [{"apiKey": []}],
         "paths": copy.deepcopy(PATHS),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import request
 
-from ...credits import Balance, HoldResult, Receipt, history
+from ...credits import Balance, HoldResult, Receipt, history, usage
 from ...models import ENTRY_KINDS, LedgerEntry
 
 MAX_DESCRIPTION = 255
@@ -26,6 +26,7 @@ DEFAULT_PAGE, MAX_PAGE = 50, 100
 KEY_NAMESPACE = "api:"
 MAX_CLIENT_KEY = 255 - len(KEY_NAMESPACE)
 MAX_ID = 2**63 - 1  # beyond a BIGINT no row can exist; the database would refuse the comparison
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
 
@@ -202,6 +203,47 @@ def decode_cursor(value: str) -> tuple[datetime, int]:
         raise invalid("cursor is not one this API returned.", "cursor") from None
 
 
+# --- usage query ----------------------------------------------------------------------------------
+
+USAGE_QUERY = frozenset({"from", "to", "group_by"})
+USAGE_DEFAULT_DAYS = 30
+
+
+def usage_query(today: date) -> dict[str, Any]:
+    """The validated ``GET /usage`` query: whole UTC days ``from`` … ``to`` (both included) and a grouping."""
+    args = request.args
+    for name in args:
+        if name not in USAGE_QUERY:
+            raise invalid(f"Unknown query parameter {name!r}.", name)
+        if len(args.getlist(name)) > 1:
+            raise invalid(f"Give {name} once.", name)
+    group_by = args.get("group_by", "day")
+    if group_by not in usage.GROUPS:
+        raise invalid(f"group_by must be one of: {', '.join(usage.GROUPS)}.", "group_by")
+    last = _day(args, "to") or today
+    first = _day(args, "from") or last - timedelta(days=USAGE_DEFAULT_DAYS - 1)
+    if first > last:
+        raise invalid("from must not be after to.", "from")
+    if (last - first).days >= usage.MAX_DAYS:
+        raise invalid(f"A range covers at most {usage.MAX_DAYS} days.", "to")
+    return {"first": first, "last": last, "group_by": group_by}
+
+
+def _day(args: Any, name: str) -> date | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if not DAY.fullmatch(value):
+        raise invalid(f"{name} must be a date, YYYY-MM-DD.", name)
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise invalid(f"{name} must be a real date, YYYY-MM-DD.", name) from None
+    if not date(2000, 1, 1) <= day <= date(9000, 12, 31):
+        raise invalid(f"{name} must be between 2000-01-01 and 9000-12-31.", name)
+    return day
+
+
 # --- answers --------------------------------------------------------------------------------------
 
 
@@ -258,5 +300,6 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
         "description": entry.description,
         "metadata": entry.meta or {},
         "actor_type": entry.actor_type,
+        "api_key_id": entry.api_key_id,
         "created_at": iso(entry.created_at),
     }

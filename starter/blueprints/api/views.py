@@ -10,26 +10,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from ... import api_keys, credits
-from ...credits import history
+from ... import alerts, api_keys, catalog, credits
+from ...credits import history, usage
 from ...extensions import csrf, db, limiter
+from ...models import utcnow
 from . import openapi, schemas
 from .schemas import ApiError, invalid
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # no cookie authenticates here, so there is no session for a forged form to ride on
 
-API_ACTOR = credits.Actor("api", None)
 SPEND_FIELDS = frozenset({"amount", "feature", "description", "idempotency_key", "metadata"})
 HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "idempotency_key", "metadata"})
 CAPTURE_FIELDS = frozenset({"amount", "idempotency_key"})
 RELEASE_FIELDS = frozenset({"idempotency_key"})
 PUBLIC_ENDPOINTS = {"api.openapi_document"}
+FEATURE_NAMES = {code: feature.name for code, feature in catalog.FEATURES.items()}
 CLIENT = "starter.api_client"
 HTTP_CODES = {
     400: "invalid_request",
@@ -48,6 +50,8 @@ class ApiClient:
     key_id: int
     team_id: int
     prefix: str
+    spend_limit: int | None = None
+    limit_period: str = "month"
 
 
 def current_client() -> ApiClient | None:
@@ -69,7 +73,7 @@ def _authenticate() -> ApiClient | None:
     key = api_keys.authenticate(token.strip())
     if key is None:
         return None
-    client = ApiClient(key.id, key.team_id, key.prefix)
+    client = ApiClient(key.id, key.team_id, key.prefix, key.spend_limit, key.limit_period)
     if api_keys.record_use(key):
         db.session.commit()  # at most once a minute per key; kept apart from the call's own transaction
     return client
@@ -110,6 +114,13 @@ def team_id() -> int:
     return client.team_id
 
 
+def actor() -> credits.Actor:
+    """The key making the call, with its spend limit: what every ledger entry of the call records."""
+    client = current_client()
+    assert client is not None
+    return api_keys.actor_for(client.key_id, client.spend_limit, client.limit_period)
+
+
 @bp.after_request
 def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
@@ -139,7 +150,7 @@ def spend() -> tuple[Response, int]:
         body.get("amount"),
         key=key,
         feature=feature,
-        actor=API_ACTOR,
+        actor=actor(),
         description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
         meta=schemas.metadata(body),
     )
@@ -157,7 +168,7 @@ def create_hold() -> tuple[Response, int]:
         key=key,
         feature=schemas.text(body, "feature", schemas.MAX_FEATURE),
         ttl_seconds=body.get("ttl_seconds", current_app.config["HOLD_TTL_SECONDS"]),
-        actor=API_ACTOR,
+        actor=actor(),
         description=schemas.text(body, "description", schemas.MAX_DESCRIPTION) or "",
         meta=schemas.metadata(body),
     )
@@ -173,7 +184,7 @@ def capture_hold(hold_id: int) -> Response:
         raise invalid("amount is required: the credits the work cost, 0 up to the held amount.", "amount")
     if not schemas.hold_id_in_range(hold_id):
         raise credits.HoldNotFound("No such hold.")
-    result = credits.capture(team_id(), hold_id, body["amount"], key=key, actor=API_ACTOR)
+    result = credits.capture(team_id(), hold_id, body["amount"], key=key, actor=actor())
     db.session.commit()
     return jsonify(schemas.hold_json(result))
 
@@ -184,7 +195,7 @@ def release_hold(hold_id: int) -> Response:
     key = schemas.idempotency_key(body)
     if not schemas.hold_id_in_range(hold_id):
         raise credits.HoldNotFound("No such hold.")
-    result = credits.release(team_id(), hold_id, key=key, actor=API_ACTOR)
+    result = credits.release(team_id(), hold_id, key=key, actor=actor())
     db.session.commit()
     return jsonify(schemas.hold_json(result))
 
@@ -198,6 +209,25 @@ def ledger() -> Response:
     entries = [row.LedgerEntry for row in rows]
     next_cursor = history.encode_cursor(*after) if after else None
     return jsonify({"data": [schemas.entry_json(entry) for entry in entries], "next_cursor": next_cursor})
+
+
+@bp.get("/usage")
+def usage_report() -> Response:
+    """Credits used per UTC day, feature, member or key over whole days: one aggregate statement."""
+    query = schemas.usage_query(utcnow().date())
+    window = usage.Window(query["first"], query["last"], ZoneInfo("UTC"))
+    found = usage.cells(team_id(), window)
+    members, keys = usage.names(team_id())
+    groups = usage.group(found, query["group_by"], window, members, keys, FEATURE_NAMES)
+    return jsonify(
+        {
+            "from": query["first"].isoformat(),
+            "to": query["last"].isoformat(),
+            "group_by": query["group_by"],
+            "total": sum(cell.credits for cell in found),
+            "data": [{"group": item.key, "label": item.label, "credits": item.credits} for item in groups],
+        }
+    )
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -218,6 +248,8 @@ def api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
 @bp.errorhandler(credits.CreditError)
 def credit_error(error: credits.CreditError) -> tuple[Response, int, dict[str, str]]:
     db.session.rollback()
+    if isinstance(error, credits.SpendLimitReached):
+        alerts.limit_refused(team_id(), error)  # its own small transaction: the refused call changed nothing
     return error_json(error.status, error.code, str(error), error.details())
 
 

@@ -132,6 +132,7 @@ def forgot_password():  # type: ignore[no-untyped-def]
         if user is not None:
             link = mail.external_url("auth.reset_password", token=accounts.reset_token(user))
             mail.send(user.email, "Reset your password", "reset_password", user=user, link=link)
+            db.session.commit()  # the outbox row: the mail leaves from the outbox job, never from this request
         # The same answer either way, so the form does not reveal who has an account.
         flash("If that email has an account, a reset link is on its way.", "info")
         return redirect(url_for("auth.login"))

@@ -59,11 +59,15 @@ class Chart:
     total: int
 
 
-def usage_chart(usage: dict[date, dict[str, int]]) -> Chart:
-    """Bars per day, stacked by feature, scaled to the busiest day."""
+def usage_chart(usage: dict[date, dict[str, int]], *, labelled: bool = False) -> Chart:
+    """Bars per day, stacked by feature (or, ``labelled``, by the series names given), scaled to the busiest day."""
     features = sorted({feature for day in usage.values() for feature in day})
     css = {feature: f"chart-series-{index % 4}" for index, feature in enumerate(features)}
-    names = {f: (catalog.FEATURES[f].name if f in catalog.FEATURES else f.replace("_", " ").title()) for f in features}
+    names = {
+        f: f if labelled else (catalog.FEATURES[f].name if f in catalog.FEATURES else f.replace("_", " ").title())
+        for f in features
+    }
+    step = max(5, -(-len(usage) // 8))  # at most about eight date labels, whatever the range
     peak = max((sum(day.values()) for day in usage.values()), default=0)
     plot_height = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
     slot = CHART_WIDTH / max(len(usage), 1)
@@ -86,7 +90,7 @@ def usage_chart(usage: dict[date, dict[str, int]]) -> Chart:
                     f"{day:%d %b}: {used:,} credits on {names[feature]}",
                 )
             )
-        if index % 5 == 0 or index == len(usage) - 1:
+        if index % step == 0 or index == len(usage) - 1:
             labels.append((round(x + slot * 0.35, 2), f"{day:%d %b}"))
     totals = {f: sum(day.get(f, 0) for day in usage.values()) for f in features}
     return Chart(bars, labels, [(css[f], names[f], totals[f]) for f in features], peak, sum(totals.values()))

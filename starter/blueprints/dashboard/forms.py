@@ -15,5 +15,7 @@ class GenerateForm(Form):
 class HistoryFilterForm(Form):
     kind = SelectField("Kind", choices=[], validate_choice=True, validators=[Optional()])
     feature = SelectField("Feature", choices=[], validate_choice=True, validators=[Optional()])
+    member = SelectField("Member", choices=[], validate_choice=True, validators=[Optional()])
+    api_key = SelectField("API key", choices=[], validate_choice=True, validators=[Optional()])
     since = DateField("From", validators=[Optional()])
     until = DateField("To", validators=[Optional()])

@@ -6,14 +6,13 @@ import csv
 import io
 from datetime import datetime
 
-from flask import Blueprint, Response, abort, current_app, g, render_template, request, stream_with_context, url_for
-from flask_login import current_user
+from flask import Blueprint, Response, abort, g, render_template, request, stream_with_context, url_for
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, credits, generations, plans
+from ... import alerts, catalog, credits, generations, plans, teams
 from ...access import team_role_required
 from ...billing import recharge
-from ...credits import history
+from ...credits import history, limits, usage
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
 from ..billing.views import purchase_context
@@ -29,6 +28,7 @@ bp = Blueprint("dashboard", __name__)
 def index():  # type: ignore[no-untyped-def]
     balance = credits.balance(g.team.id)
     recent, _ = history.page(g.team.id, history.Filters(), size=8)
+    below = [level for level in limits.thresholds(g.team.id) if balance.available < level]
     return render_template(
         "dashboard/index.html",
         balance=balance,
@@ -38,8 +38,9 @@ def index():  # type: ignore[no-untyped-def]
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
-        low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
         summary=recharge.summary(g.team.id),
+        low_balance=bool(below),
+        low_threshold=min(below) if below else None,
         **purchase_context(),
     )
 
@@ -50,11 +51,23 @@ def _filters() -> tuple[HistoryFilterForm, history.Filters]:
     form.feature.choices = [SelectChoice("", "All features")] + [
         SelectChoice(f.code, f.name) for f in catalog.FEATURES.values()
     ]
+    members, keys = usage.names(g.team.id)
+    form.member.choices = [SelectChoice("", "Everyone")] + [
+        SelectChoice(str(user_id), name) for user_id, name in sorted(members.items(), key=lambda item: item[1])
+    ]
+    form.api_key.choices = [SelectChoice("", "Any key or none")] + [
+        SelectChoice(str(key_id), f"{name} ({prefix})") for key_id, (name, prefix) in sorted(keys.items())
+    ]
     if request.args and not form.validate():
         abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
     since, until = history.days(form.since.data, form.until.data)
     return form, history.Filters(
-        kind=form.kind.data or None, feature=form.feature.data or None, since=since, until=until
+        kind=form.kind.data or None,
+        feature=form.feature.data or None,
+        since=since,
+        until=until,
+        member_id=int(form.member.data) if form.member.data else None,
+        api_key_id=int(form.api_key.data) if form.api_key.data else None,
     )
 
 
@@ -108,7 +121,7 @@ def history_csv():  # type: ignore[no-untyped-def]
                     entry.amount,
                     entry.balance_after,
                     entry.held_delta,
-                    _safe_cell(row.actor_name or entry.actor_type),
+                    _safe_cell(history.actor_label(row)),
                 ]
             )
             if buffer.tell() > 64_000:
@@ -146,7 +159,7 @@ def generate():  # type: ignore[no-untyped-def]
     feature = catalog.FEATURES["ai_generation"]
     run, replayed = None, False
     if form.validate_on_submit():
-        actor = credits.Actor("user", current_user.id)
+        actor = teams.actor_for(g.membership)
         try:
             started = generations.start(
                 g.team.id, f"generate:{form.idempotency_key.data}", form.prompt.data, feature=feature, actor=actor
@@ -156,6 +169,10 @@ def generate():  # type: ignore[no-untyped-def]
             return render_template(
                 "dashboard/insufficient.html", error=error, feature=feature, **purchase_context()
             ), 402
+        except credits.SpendLimitReached as error:
+            db.session.rollback()
+            alerts.limit_refused(g.team.id, error)
+            return render_template("dashboard/limit_reached.html", error=error, feature=feature), 403
         except credits.CreditError as error:
             db.session.rollback()
             if isinstance(error, credits.IdempotencyConflict):

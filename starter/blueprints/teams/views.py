@@ -7,8 +7,22 @@ from flask_login import current_user, login_required
 
 from ... import accounts, api_keys, mail, teams
 from ...access import team_role_required
+from ...credits import limits
 from ...extensions import db, limiter
-from .forms import ApiKeyForm, ConfirmForm, InviteForm, RoleForm, SwitchTeamForm, TeamForm
+from ...models import utcnow
+from .forms import (
+    AlertEmailsForm,
+    AlertLevelsForm,
+    ApiKeyForm,
+    ApiKeyLimitForm,
+    ConfirmForm,
+    InviteForm,
+    MemberLimitForm,
+    RoleForm,
+    SwitchTeamForm,
+    TeamForm,
+    parse_thresholds,
+)
 
 bp = Blueprint("teams", __name__, url_prefix="/team")
 
@@ -59,6 +73,8 @@ def members():  # type: ignore[no-untyped-def]
         invite_form=InviteForm(),
         role_form=RoleForm(),
         confirm_form=ConfirmForm(),
+        limit_form=MemberLimitForm(),
+        used=limits.used_by(g.team.id, "member", utcnow()),
         can_manage=can_manage,
         is_owner=g.membership.role == "owner",
     )
@@ -173,7 +189,13 @@ def keys():  # type: ignore[no-untyped-def]
     """
     form = ApiKeyForm()
     if form.validate_on_submit():
-        key, raw = api_keys.create(g.team.id, form.name.data.strip(), created_by_id=current_user.id)
+        key, raw = api_keys.create(
+            g.team.id,
+            form.name.data.strip(),
+            created_by_id=current_user.id,
+            spend_limit=form.spend_limit.data,
+            limit_period=form.limit_period.data,
+        )
         db.session.commit()
         session[NEW_KEY] = {"team_id": g.team.id, "name": key.name, "raw": raw}
         return redirect(url_for("teams.keys"), 303)
@@ -184,9 +206,79 @@ def keys():  # type: ignore[no-untyped-def]
         "teams/api_keys.html",
         form=form,
         keys=api_keys.team_keys(g.team.id),
+        used=limits.used_by(g.team.id, "api_key", utcnow()),
+        limit_form=ApiKeyLimitForm(),
         created=created,
         confirm_form=ConfirmForm(),
     )
+
+
+@bp.post("/api-keys/<id:key_id>/limit")
+@team_role_required("admin")
+def key_limit(key_id: int):  # type: ignore[no-untyped-def]
+    form = ApiKeyLimitForm()
+    if not form.validate_on_submit():
+        abort(400, "A limit is a whole number of credits from 1 to 1,000,000,000, per month or per day.")
+    key = api_keys.set_limit(g.team.id, key_id, form.spend_limit.data, form.limit_period.data) or abort(404)
+    db.session.commit()
+    what = f"{key.spend_limit:,} credits per {key.limit_period}" if key.spend_limit else "no limit"
+    flash(f"Key {key.prefix} now has {what}.", "success")
+    return redirect(url_for("teams.keys"))
+
+
+@bp.post("/members/<id:membership_id>/limit")
+@team_role_required("admin")
+def member_limit(membership_id: int):  # type: ignore[no-untyped-def]
+    form = MemberLimitForm()
+    if not form.validate_on_submit():
+        abort(400, "A limit is a whole number of credits from 1 to 1,000,000,000.")
+    try:
+        target = teams.set_member_limit(g.membership, membership_id, form.monthly_limit.data) or abort(404)
+    except teams.TeamError as error:
+        abort(403, str(error))
+    db.session.commit()
+    what = f"{target.monthly_limit:,} credits per month" if target.monthly_limit else "no limit"
+    flash(f"{target.user.name} now has {what}.", "success")
+    return redirect(url_for("teams.members"))
+
+
+@bp.get("/alerts")
+@team_role_required("member")
+def alerts():  # type: ignore[no-untyped-def]
+    levels = limits.thresholds(g.team.id)
+    return render_template(
+        "teams/alerts.html",
+        levels_form=AlertLevelsForm(thresholds=", ".join(str(level) for level in sorted(levels, reverse=True))),
+        emails_form=AlertEmailsForm(alert_emails=g.membership.alert_emails),
+        can_manage=teams.has_role(g.membership, "admin"),
+        levels=levels,
+    )
+
+
+@bp.post("/alerts/thresholds")
+@team_role_required("admin")
+def alert_thresholds():  # type: ignore[no-untyped-def]
+    form = AlertLevelsForm()
+    if not form.validate_on_submit():
+        abort(400, "; ".join(form.errors.get("thresholds", ["Check the thresholds."])))
+    levels = parse_thresholds(form.thresholds.data)
+    limits.set_thresholds(g.team.id, levels)
+    db.session.commit()
+    shown = ", ".join(f"{level:,}" for level in reversed(levels)) or "none"
+    flash(f"Low-balance thresholds: {shown}.", "success")
+    return redirect(url_for("teams.alerts"))
+
+
+@bp.post("/alerts/emails")
+@team_role_required("member")
+def alert_emails():  # type: ignore[no-untyped-def]
+    form = AlertEmailsForm()
+    if not form.validate_on_submit():
+        abort(400)
+    g.membership.alert_emails = bool(form.alert_emails.data)
+    db.session.commit()
+    flash("Alert emails on." if g.membership.alert_emails else "Alert emails off.", "info")
+    return redirect(url_for("teams.alerts"))
 
 
 @bp.post("/api-keys/<id:key_id>/revoke")

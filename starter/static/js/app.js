@@ -186,4 +186,19 @@
       window.setTimeout(reloadWhenIdle, seconds * 1000);
     }
   }
+
+  // The viewer's time zone -------------------------------------------------------------------------
+
+  // The usage page counts days in the viewer's time zone: the first visit reloads it once with the
+  // browser's zone; later visits keep the one remembered (or chosen in the form).
+  var zoneForm = document.querySelector('form[data-fill-timezone]');
+  if (zoneForm && window.Intl && Intl.DateTimeFormat) {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var zoneInput = zoneForm.querySelector('[data-timezone]');
+    if (zone && zoneInput && zoneInput.value !== zone) {
+      var url = new URL(window.location.href);
+      url.searchParams.set('tz', zone);
+      window.location.replace(url.toString());
+    }
+  }
 })();
