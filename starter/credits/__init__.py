@@ -15,7 +15,8 @@ their expiry.
 
 Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entry write), ``ledger``
 (grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history),
-``rollover`` (the monthly job's bulk rollover and expiry) and ``verify`` (the invariants
+``overage`` (metered overage granted on demand), ``rollover`` (the monthly job's bulk rollover and
+expiry) and ``verify`` (the invariants
 ``flask credits verify`` checks).
 """
 
@@ -41,6 +42,7 @@ from .rules import (
     InsufficientCredits,
     InvalidAmount,
     InvalidRequest,
+    OverageCapReached,
     Receipt,
     UnknownFeature,
     plan_grant_key,
@@ -60,6 +62,7 @@ __all__ = [
     "InsufficientCredits",
     "InvalidAmount",
     "InvalidRequest",
+    "OverageCapReached",
     "Problem",
     "Quote",
     "Receipt",

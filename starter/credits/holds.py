@@ -10,13 +10,13 @@ from sqlalchemy import and_, insert, select, update
 from ..extensions import db
 from ..models import utcnow
 from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
+from .overage import cover_shortfall
 from .rules import (
     SYSTEM,
     Actor,
     HoldNotActive,
     HoldNotFound,
     HoldResult,
-    InsufficientCredits,
     InvalidAmount,
     InvalidRequest,
     Receipt,
@@ -54,7 +54,9 @@ def hold(
         return _hold_result(replayed.hold_id, replayed=True)
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
-        raise InsufficientCredits(amount, available)
+        # An opted-in team's overage covers the rest, up to its cap (else InsufficientCredits).
+        before = cover_shortfall(team_id, before, required=amount, available=available, key=key, actor=actor, now=now)
+        available, draws = draws_for(team_id, amount, now)
     expires_at = min([now + timedelta(seconds=ttl_seconds)] + [b.expires_at for b, _ in draws if b.expires_at])
     hold_id = db.session.execute(
         insert(holds_t)

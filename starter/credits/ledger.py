@@ -12,6 +12,7 @@ from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
 from .holds import close_hold, holds_on_block, holds_on_reference
+from .overage import cover_shortfall
 from .rules import (
     SYSTEM,
     Actor,
@@ -139,7 +140,11 @@ def _debit(
         return replayed
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
-        raise InsufficientCredits(amount, available)
+        if kind != "spend":
+            raise InsufficientCredits(amount, available)
+        # Only a spend that does not fit pays for this: an opted-in team's overage, up to its cap.
+        before = cover_shortfall(team_id, before, required=amount, available=available, key=key, actor=actor, now=now)
+        available, draws = draws_for(team_id, amount, now)
     changes = [(block.id, -take, 0) for block, take in draws]
     return write(
         team_id,

@@ -10,8 +10,9 @@ from flask import Blueprint, Response, abort, current_app, g, render_template, r
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, credits, generations, plans
+from ... import catalog, credits, generations, plans, yearly
 from ...access import team_role_required
+from ...billing import overage
 from ...credits import history
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
@@ -38,6 +39,8 @@ def index():  # type: ignore[no-untyped-def]
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
         low_balance=balance.available < current_app.config["LOW_BALANCE_THRESHOLD"],
+        paid_year=yearly.current_year(g.team.id),
+        overage=overage.summary(g.team),
         **purchase_context(),
     )
 
