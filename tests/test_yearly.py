@@ -126,10 +126,8 @@ def test_twelve_months_over_a_leap_february_clamp_to_month_ends(app, make_user) 
 
     starts = [block.period_start for block in plan_blocks(team.id)]
     days = [(s.month, s.day) for s in starts]
-    assert days == [(1, 31), (2, 29), (3, 31), (4, 30), (5, 31), (6, 30), (7, 31), (8, 31), (9, 30), (10, 31)] + [
-        (11, 30),
-        (12, 31),
-    ]
+    month_ends = [(1, 31), (2, 29), (3, 31), (4, 30), (5, 31), (6, 30), (7, 31), (8, 31), (9, 30), (10, 31)]
+    assert days == [*month_ends, (11, 30), (12, 31)]
     ends = [block.expires_at for block in plan_blocks(team.id)]
     assert ends[0] == datetime(2028, 2, 29, 9, tzinfo=UTC) and ends[-1] == datetime(2029, 1, 31, 9, tzinfo=UTC)
     assert all(later == earlier for earlier, later in zip(ends, starts[1:], strict=False))
