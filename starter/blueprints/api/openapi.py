@@ -103,6 +103,13 @@ SCHEMAS: dict[str, Any] = {
             "field": {"type": "string", "description": "The field or query parameter at fault."},
             "required": {"type": "integer", "description": "insufficient_credits: what the call needs."},
             "available": {"type": "integer", "description": "insufficient_credits: what the team has free."},
+            "reason": {
+                "type": "string",
+                "enum": ["overage_cap_reached"],
+                "description": "insufficient_credits past the team's monthly overage cap.",
+            },
+            "overage_cap": {"type": "integer", "description": "overage_cap_reached: the monthly cap (credits)."},
+            "overage_used": {"type": "integer", "description": "overage_cap_reached: overage used this period."},
         },
     },
     "Balance": obj(
