@@ -6,6 +6,9 @@ the same events the scheduler reported from ``overage_usage``; the dashboard sho
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from sqlalchemy import select
 
 from starter import catalog, credits
@@ -79,3 +82,21 @@ def test_the_overage_form_refuses_bad_caps_and_a_plan_without_overage(auth, team
     db.session.expire_all()
     setting = db.session.get(OverageSetting, team.id)
     assert setting is not None and setting.enabled is False  # nothing bad was saved
+
+
+def test_after_a_plan_change_the_old_plans_metered_price_bills_no_overage(auth, team) -> None:
+    """The portal changes the plan's price, not the metered item: Starter's overage price cannot bill Pro's
+    overage, so overage is off (fail closed) until the subscription carries Pro's metered price."""
+    subscribe_starter(auth)
+    assert auth.post("/billing/overage", {"enabled": "y", "cap": "100"}, token_from="/billing").status_code == 303
+    time.sleep(1.1)  # periods start on whole seconds: the upgrade's period must not start in the first one
+
+    auth.post("/billing/test-portal", {"action": "change_plan", "plan_code": "pro"}, token_from="/billing/test-portal")
+
+    db.session.expire_all()
+    assert db.session.get(Team, team.id).plan_code == "pro"
+    assert db.session.get(OverageSetting, team.id).subscription_item_id is None
+    with pytest.raises(credits.InsufficientCredits):
+        credits.spend(team.id, credits.balance(team.id).available + 1, key="past")
+    db.session.rollback()
+    assert "no metered overage price" in auth.client.get("/billing").get_data(as_text=True)

@@ -278,13 +278,17 @@ def plan_price_id(plan: catalog.Plan, interval: str) -> str | None:
     return price_id("plan", plan.code, plan)
 
 
+def current_app_overage_price(plan: catalog.Plan) -> str | None:
+    """The configured STRIPE_PRICE_OVERAGE_<CODE>, without asking Stripe."""
+    return current_app.config.get(f"STRIPE_PRICE_OVERAGE_{plan.code.upper()}")
+
+
 def overage_price_id(plan: catalog.Plan) -> str | None:
     """The plan's metered overage price: STRIPE_PRICE_OVERAGE_<CODE>, else the one ``flask billing sync``
     made (lookup key ``overage_<code>``). None: Checkout adds none, and the team cannot opt in."""
     if not plan.has_overage:
         return None
-    configured = current_app.config.get(f"STRIPE_PRICE_OVERAGE_{plan.code.upper()}")
-    return configured or current().find_price(f"overage_{plan.code}")
+    return current_app_overage_price(plan) or current().find_price(f"overage_{plan.code}")
 
 
 def _line_item(

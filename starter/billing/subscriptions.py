@@ -132,9 +132,8 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
     """Apply the customer's subscriptions as Stripe has them now; returns the team's current one."""
     subscriptions = gateway.list_subscriptions(team.stripe_customer_id)
     subscription = current_subscription(subscriptions)
-    metered = metered_item(subscription) if subscription and subscription["status"] in LIVE else None
-    overage.set_metered_item(team.id, metered["id"] if metered else None)
     if subscription is None:
+        overage.set_metered_item(team.id, None)
         dropped = (
             team.stripe_subscription_id is None
             and team.plan_code == catalog.FREE_PLAN.code
@@ -156,9 +155,32 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
     team.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
     if subscription["status"] != "incomplete":  # not paid yet: the team keeps the plan it has
         team.plan_code = plan.code
+    _record_metered_item(team, subscription, plan, notes)
     if item.get("current_period_end"):
         team.current_period_end = _timestamp(item["current_period_end"])
     return subscription
+
+
+def overage_plan_of(price: Json) -> catalog.Plan | None:
+    """The plan whose overage a metered price bills: configured id, lookup key ``overage_<code>``, product metadata."""
+    for plan in catalog.PLANS.values():
+        if plan.has_overage and price.get("id") == gateway.current_app_overage_price(plan):
+            return plan
+    lookup_key = price.get("lookup_key") or ""
+    if lookup_key.startswith("overage_"):
+        return catalog.plan(lookup_key.removeprefix("overage_"))
+    product = price.get("product")
+    code = (product.get("metadata") or {}).get("overage_plan_code") if isinstance(product, dict) else None
+    return catalog.plan(str(code)) if code else None
+
+
+def _record_metered_item(team: Team, subscription: Json, plan: catalog.Plan, notes: Notes) -> None:
+    """The subscription's metered item, if it bills this plan's overage: otherwise overage stays off (fail closed)."""
+    metered = metered_item(subscription) if subscription["status"] in LIVE else None
+    if metered is not None and overage_plan_of(metered.get("price") or {}) != plan:
+        notes.add(f"subscription {subscription['id']}: its metered price is not {plan.code}'s overage; overage is off")
+        metered = None
+    overage.set_metered_item(team.id, metered["id"] if metered else None)
 
 
 def drop_to_free(team: Team) -> None:
