@@ -33,6 +33,9 @@ def buy_yearly(auth: AuthActions, code: str = "pro") -> None:
     )
     assert response.status_code == 303, response.get_data(as_text=True)
     checkout = response.headers["Location"]
+    page = auth.client.get(checkout).get_data(as_text=True)
+    plan = catalog.PLANS[code]
+    assert f"Pay ${plan.yearly_price_cents / 100:,.2f} (test)" in page and "granted month by month" in page
     paid = auth.post(checkout, {"action": "pay"}, token_from=checkout)
     assert paid.status_code == 303
 
