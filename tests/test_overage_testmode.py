@@ -14,9 +14,10 @@ from sqlalchemy import select
 from starter import catalog, credits
 from starter.billing import testmode
 from starter.extensions import db
-from starter.models import OverageSetting, OverageUsage, StripeEvent, Team
+from starter.models import Membership, OverageSetting, OverageUsage, StripeEvent, Team
 from tests import billing_fixtures
 from tests.billing_fixtures import start_checkout
+from tests.conftest import AuthActions
 
 STARTER = catalog.PLANS["starter"]
 owner, team = billing_fixtures.owner, billing_fixtures.team
@@ -100,3 +101,22 @@ def test_after_a_plan_change_the_old_plans_metered_price_bills_no_overage(auth, 
         credits.spend(team.id, credits.balance(team.id).available + 1, key="past")
     db.session.rollback()
     assert "no metered overage price" in auth.client.get("/billing").get_data(as_text=True)
+
+
+def test_a_member_cannot_change_the_overage_settings(app, auth, team, make_user) -> None:
+    subscribe_starter(auth)
+    member = make_user("member@example.com")
+    db.session.add(Membership(team_id=team.id, user_id=member.id, role="member"))
+    member.current_team_id = team.id
+    db.session.commit()
+    browser = AuthActions(app.test_client())
+    assert browser.login("member@example.com").status_code in (302, 303)
+
+    page = browser.client.get("/billing").get_data(as_text=True)
+    refused = browser.post("/billing/overage", {"enabled": "y", "cap": "100"}, token_from="/billing")
+
+    assert "Save overage settings" not in page and 'id="overage-title"' in page  # seen, not changed
+    assert refused.status_code == 403
+    db.session.expire_all()
+    setting = db.session.get(OverageSetting, team.id)
+    assert setting is None or setting.enabled is False
