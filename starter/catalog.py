@@ -3,6 +3,10 @@
 This is the file a forker edits first. Money is in integer cents, credits are integers.
 Stripe Checkout is built from these entries with inline ``price_data``; set ``stripe_price_id``
 (or run ``flask billing sync``) to use prices configured in Stripe instead.
+
+Paid plans can be sold yearly (``yearly_price_cents``: paid once a year, credits still granted
+month by month) and can bill metered overage (``overage_cents_per_1000``: spends past the credits,
+up to the team's own cap, reported to a Stripe Billing Meter and billed on the next invoice).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CURRENCY = "usd"
+INTERVALS = ("month", "year")  # how a paid plan can be billed
+OVERAGE_METER_EVENT = "credits_overage"  # the Billing Meter's event name (``flask billing sync`` creates it)
 
 
 @dataclass(frozen=True)
@@ -21,10 +27,34 @@ class Plan:
     description: str = ""
     rollover: bool = False  # unused plan credits carry into the next period when True
     stripe_price_id: str | None = None
+    # Billed yearly for this much (None: monthly only); its credits are still granted each month.
+    yearly_price_cents: int | None = None
+    # Metered overage: the price of 1,000 credits spent past the plan's (None: no overage on this plan).
+    overage_cents_per_1000: int | None = None
 
     @property
     def is_free(self) -> bool:
         return self.monthly_price_cents == 0
+
+    @property
+    def sold_yearly(self) -> bool:
+        return not self.is_free and self.yearly_price_cents is not None
+
+    @property
+    def has_overage(self) -> bool:
+        return not self.is_free and bool(self.overage_cents_per_1000)
+
+    def price_for(self, interval: str) -> int:
+        """What one billing period costs: a month, or a year (``yearly_price_cents``)."""
+        if interval == "year":
+            if self.yearly_price_cents is None:
+                raise ValueError(f"{self.code} is not sold yearly")
+            return self.yearly_price_cents
+        return self.monthly_price_cents
+
+    def overage_cents(self, credits: int) -> int:
+        """What ``credits`` of overage cost, rounded to the nearest cent as Stripe rounds a metered line."""
+        return (credits * (self.overage_cents_per_1000 or 0) + 500) // 1000
 
     @property
     def product_name(self) -> str:
@@ -66,8 +96,25 @@ PLANS: dict[str, Plan] = {
     plan.code: plan
     for plan in (
         Plan("free", "Free", 0, 100, "Try everything, 100 credits every month."),
-        Plan("starter", "Starter", 1_900, 2_000, "For side projects: 2,000 credits a month."),
-        Plan("pro", "Pro", 4_900, 6_000, "For teams in production: 6,000 credits a month."),
+        # Yearly: two months free. Overage: 1,000 extra credits for $1.20 (Starter) or $1.00 (Pro).
+        Plan(
+            "starter",
+            "Starter",
+            1_900,
+            2_000,
+            "For side projects: 2,000 credits a month.",
+            yearly_price_cents=19_000,
+            overage_cents_per_1000=120,
+        ),
+        Plan(
+            "pro",
+            "Pro",
+            4_900,
+            6_000,
+            "For teams in production: 6,000 credits a month.",
+            yearly_price_cents=49_000,
+            overage_cents_per_1000=100,
+        ),
     )
 }
 

@@ -36,8 +36,9 @@ from .extensions import db
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 ROLES = ("owner", "admin", "member")
-BLOCK_SOURCES = ("plan", "purchase", "promo", "adjustment", "refund")
-ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "capture", "release")
+# overage: credits granted on demand past the balance, billed on the next invoice (``credits.overage``).
+BLOCK_SOURCES = ("plan", "purchase", "promo", "adjustment", "refund", "overage")
+ENTRY_KINDS = ("grant", "spend", "expire", "clawback", "adjustment", "hold", "capture", "release", "overage")
 # revoked: a refund or dispute took back the credits the hold reserved.
 HOLD_STATUSES = ("active", "captured", "released", "expired", "revoked")
 REVERSAL_KINDS = ("refund", "dispute")
@@ -607,3 +608,80 @@ class SpendLimitUsage(db.Model):
     period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PaidYear(db.Model):
+    """A yearly subscription's paid year (from its ``invoice.paid``): the scheduler grants its plan
+    credits one month at a time, each month's expiring at that month's end (``starter.yearly``)."""
+
+    __tablename__ = "paid_years"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", "year_not_empty"),
+        Index("ix_paid_years_due", "stopped_at", "next_grant_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255))
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), unique=True)
+    plan_code: Mapped[str] = mapped_column(String(32))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The end of the month granted last: the next month is due then (None once the year is done).
+    next_grant_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    months_granted: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # refunded, replaced or cancelled
+    stopped_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OverageSetting(db.Model):
+    """A team's opt-in to metered overage: the monthly cap, and what this period used of it.
+
+    Read and updated only under the team's balance-row lock (``credits.overage``), so concurrent
+    spends see one another's overage. ``subscription_item_id`` is the subscription's metered item
+    (set from Stripe by ``billing.subscriptions``): without it nothing could bill the overage, so none is allowed.
+    """
+
+    __tablename__ = "overage_settings"
+    __table_args__ = (
+        CheckConstraint("cap_credits >= 0", "cap_not_negative"),
+        CheckConstraint("used_credits >= 0", "used_not_negative"),
+    )
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    cap_credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the period ``used_credits`` counts
+    used_credits: Mapped[int] = mapped_column(BigInteger, default=0)
+    subscription_item_id: Mapped[str | None] = mapped_column(String(255))
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OverageUsage(db.Model):
+    """Overage credits drawn by one spend or hold: an outbox row until its meter event reached Stripe.
+
+    Written in the spend's transaction; the scheduler reports it afterwards (``billing.overage``),
+    with ``identifier`` as the meter event's identifier so a retry is never counted twice.
+    """
+
+    __tablename__ = "overage_usage"
+    __table_args__ = (
+        CheckConstraint("credits > 0", "credits_positive"),
+        Index("ix_overage_usage_unreported", "reported_at", "id"),
+        Index("ix_overage_usage_team_period", "team_id", "period_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id", ondelete="CASCADE"), unique=True)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    plan_code: Mapped[str] = mapped_column(String(32))
+    stripe_customer_id: Mapped[str] = mapped_column(String(255))
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    identifier: Mapped[str] = mapped_column(String(100), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

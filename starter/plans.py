@@ -35,13 +35,29 @@ def start_period(
     Idempotent per team and period: the key and the (team, plan, period start) constraint both say so.
     """
     team.current_period_start, team.current_period_end = start, end
+    return grant_plan_credits(team.id, start, end, plan, reference=reference, now=now)
+
+
+def grant_plan_credits(
+    team_id: int,
+    start: datetime,
+    end: datetime,
+    plan: catalog.Plan,
+    *,
+    reference: str | None = None,
+    now: datetime | None = None,
+) -> credits.Receipt | None:
+    """Grant ``plan``'s monthly allowance for [start, end), once per team and start (key and constraint).
+
+    ``start_period`` calls it for a whole period; a yearly plan calls it once a month (``starter.yearly``).
+    """
     if plan.monthly_credits <= 0:
         return None
     return credits.grant(
-        team.id,
+        team_id,
         plan.monthly_credits,
         source="plan",
-        key=plan_grant_key(team.id, start),
+        key=plan_grant_key(team_id, start),
         expires_at=None if plan.rollover else end,
         period_start=start,
         reference=reference,

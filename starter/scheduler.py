@@ -15,9 +15,9 @@ from three layers: a PostgreSQL advisory lock (one run at a time across processe
 with the due conditions checked again on the locked rows, and the unique idempotency keys and
 (team, source, period start) constraint in the database.
 
-Yearly plans (none in the catalog) would follow Stripe's invoices like any paid plan; a free or
-manual yearly plan that grants monthly would be a second ``due_*_team_ids``/``roll_over_*`` pair
-keyed on its own anchor, run from ``_run`` beside the free rollover.
+Yearly plans are paid once a year (Stripe's ``invoice.paid`` records the paid year); the same run
+grants each paid year's month when it begins (``yearly.grant_due_months``), and reports metered
+overage to Stripe's Billing Meter (``billing.overage.report_due``) outside any spend transaction.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from flask.helpers import get_debug_flag
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import credits, mail, plans
+from . import credits, mail, plans, yearly
+from .billing import BillingError
+from .billing import overage as billing_overage
 from .extensions import db
 from .models import utcnow
 
@@ -213,6 +215,8 @@ class RunSummary:
     holds_released: int = 0
     paid_teams_flagged: int = 0
     teams_without_account: int = 0
+    yearly_months: int = 0  # months of paid years granted
+    overage_reported: int = 0  # overage usage rows sent to the Billing Meter
     failed_batches: int = 0
     duration_ms: int = 0
 
@@ -238,6 +242,10 @@ class RunSummary:
         )
         if self.teams_without_account:
             line += f", {self.teams_without_account} due team(s) without a credit account"
+        if self.yearly_months:
+            line += f", {self.yearly_months} yearly plan month(s) started"
+        if self.overage_reported:
+            line += f", {self.overage_reported} overage usage report(s) sent"
         if self.failed_batches:
             line += f", {self.failed_batches} failed batch(es) left for the next run"
         return f"{line}; {self.duration_ms} ms"
@@ -321,12 +329,22 @@ def _run(summary: RunSummary, size: int, grace: timedelta, stop: threading.Event
     while not stop.is_set() and (team_ids := credits.due_free_team_ids(now, after=cursor, limit=size)):
         cursor = team_ids[-1]
         summary.add(_batch(summary, credits.roll_over_free_teams, team_ids, now))
+    # Paid years whose next month has begun: that month's credits (the month containing now only).
+    cursor = 0
+    while not stop.is_set() and (year_ids := yearly.due_year_ids(now, after=cursor, limit=size)):
+        cursor = year_ids[-1]
+        result = _batch(summary, yearly.grant_due_months, year_ids, now)
+        if result is not None:
+            summary.yearly_months += result.grants
+            summary.plan_grants += result.grants
+            summary.credits_granted += result.credits_granted
     # Whatever else is past its time: paid plans' credits, expiring promos.
     cursor = 0
     while not stop.is_set() and (team_ids := credits.due_block_team_ids(now, after=cursor, limit=size)):
         cursor = team_ids[-1]
         summary.add(_batch(summary, credits.expire_due_blocks, team_ids, now))
     summary.paid_teams_flagged = _repeat(summary, stop, plans.flag_lapsed_paid_periods, now, grace=grace, limit=size)
+    summary.overage_reported = _repeat(summary, stop, billing_overage.report_due, now, limit=size)
 
 
 def _batch(summary: RunSummary, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -335,7 +353,7 @@ def _batch(summary: RunSummary, work: Callable[..., Any], *args: Any, **kwargs: 
         result = work(*args, **kwargs)
         db.session.commit()
         return result
-    except (SQLAlchemyError, credits.CreditError):
+    except (SQLAlchemyError, credits.CreditError, BillingError):
         db.session.rollback()
         summary.failed_batches += 1
         log.exception("credits job: a batch of %s failed; the next run retries it", work.__name__)

@@ -40,6 +40,7 @@ from tests.stripe_factories import (
     make_subscription,
 )
 from tests.stripe_standin_http import check_expand, included, list_invoice_lines, list_subscriptions
+from tests.stripe_standin_meters import create_meter, create_meter_event, list_invoice_payments, list_meters
 from tests.stripe_wire import (
     _PERIOD_DAYS,
     Json,
@@ -171,6 +172,7 @@ class StripeStandIn:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.objects: dict[str, Json] = {}
+        self.meter_events: dict[str, Json] = {}  # by identifier: Stripe counts each identifier once
         self._session_extras: dict[str, tuple[Json, list[Json]]] = {}  # create params, line items
         self._failures: list[_Failure] = []
         self._idempotent: dict[str, tuple[Json, int, Json]] = {}
@@ -200,6 +202,10 @@ class StripeStandIn:
                 ("POST", r"/v1/prices/([^/]+)", self._update_price),
                 ("POST", r"/v1/products", self._create_product),
                 ("POST", r"/v1/products/([^/]+)", self._update_product),
+                ("POST", r"/v1/billing/meters", lambda params: create_meter(self, params)),
+                ("GET", r"/v1/billing/meters", lambda params: list_meters(self, params)),
+                ("POST", r"/v1/billing/meter_events", lambda params: create_meter_event(self, params)),
+                ("GET", r"/v1/invoice_payments", lambda params: list_invoice_payments(self, params)),
                 ("GET", rf"/v1/({'|'.join(_RETRIEVABLE)})/([^/]+)", self._retrieve),
             ]
         ]
@@ -236,6 +242,7 @@ class StripeStandIn:
         with self._lock:
             self.requests.clear()
             self.objects.clear()
+            self.meter_events.clear()
             self._session_extras.clear()
             self._failures.clear()
             self._idempotent.clear()
@@ -510,9 +517,17 @@ class StripeStandIn:
             interval_count=_to_int((recurring or {}).get("interval_count"), 1) or 1,
         )
         if price["unit_amount"] is None and data.get("unit_amount_decimal"):
+            decimal = float(data["unit_amount_decimal"])
+            # Stripe leaves unit_amount null when the decimal amount is not a whole number of cents.
             price.update(
-                unit_amount=round(float(data["unit_amount_decimal"])), unit_amount_decimal=data["unit_amount_decimal"]
+                unit_amount=int(decimal) if decimal.is_integer() else None,
+                unit_amount_decimal=data["unit_amount_decimal"],
             )
+        if recurring and recurring.get("usage_type") == "metered":
+            if not recurring.get("meter"):
+                # Since 2025-03-31 (basil) a metered price must be backed by a Billing Meter.
+                raise StripeApiError(400, "A metered price requires `recurring[meter]`.", param="recurring[meter]")
+            price["recurring"].update(usage_type="metered", meter=recurring["meter"])
         return price
 
     def _create_checkout_session(self, params: Json) -> Json:
@@ -533,7 +548,15 @@ class StripeStandIn:
                     code="parameter_missing",
                     param=f"line_items[{i}][price]",
                 )
-            quantity = _to_int(line.get("quantity"), 1) or 1
+            metered = (price.get("recurring") or {}).get("usage_type") == "metered"
+            if metered and line.get("quantity") is not None:
+                raise StripeApiError(
+                    400,
+                    "Quantity should not be specified where usage_type is `metered`. "
+                    f"Remove quantity from `line_items[{i}]`.",
+                    param=f"line_items[{i}][quantity]",
+                )
+            quantity = 0 if metered else _to_int(line.get("quantity"), 1) or 1
             items.append({"price": copy.deepcopy(price), "quantity": quantity})
             total += (price.get("unit_amount") or 0) * quantity
             currency = currency or price.get("currency")

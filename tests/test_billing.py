@@ -343,14 +343,29 @@ def test_billing_sync_creates_prices_once(runner, standin) -> None:
 
     assert first.exit_code == 0, first.output
     prices = {p["lookup_key"]: p for p in standin.objects.values() if p.get("object") == "price"}
-    expected = {f"pack_{code}" for code in catalog.PACKS} | {
-        f"plan_{p.code}" for p in catalog.PLANS.values() if not p.is_free
-    }
+    paid = [p for p in catalog.PLANS.values() if not p.is_free]
+    expected = (
+        {f"pack_{code}" for code in catalog.PACKS}
+        | {f"plan_{p.code}" for p in paid}
+        | {f"plan_{p.code}_yearly" for p in paid if p.sold_yearly}
+        | {f"overage_{p.code}" for p in paid if p.has_overage}
+    )
     assert set(prices) == expected
     assert prices["pack_medium"]["unit_amount"] == MEDIUM.price_cents and prices["pack_medium"]["recurring"] is None
     assert prices["plan_pro"]["recurring"]["interval"] == "month"
+    pro = catalog.PLANS["pro"]
+    assert prices["plan_pro_yearly"]["recurring"]["interval"] == "year"
+    assert prices["plan_pro_yearly"]["unit_amount"] == pro.yearly_price_cents
+    # The overage price is metered, per credit, on the one Billing Meter the sync created.
+    (meter,) = [o for o in standin.objects.values() if o.get("object") == "billing.meter"]
+    assert meter["event_name"] == catalog.OVERAGE_METER_EVENT and meter["default_aggregation"]["formula"] == "sum"
+    overage = prices["overage_pro"]
+    assert overage["recurring"]["usage_type"] == "metered" and overage["recurring"]["meter"] == meter["id"]
+    assert float(overage["unit_amount_decimal"]) * 1000 == pro.overage_cents_per_1000
     assert f"STRIPE_PRICE_PACK_MEDIUM={prices['pack_medium']['id']}" in first.output
     assert f"STRIPE_PRICE_PLAN_PRO={prices['plan_pro']['id']}" in first.output
+    assert f"STRIPE_PRICE_PLAN_PRO_YEARLY={prices['plan_pro_yearly']['id']}" in first.output
+    assert f"STRIPE_PRICE_OVERAGE_PRO={overage['id']}" in first.output
     assert first.output.count("# created") == len(expected)
     created = len(standin.requests)
 
@@ -360,6 +375,7 @@ def test_billing_sync_creates_prices_once(runner, standin) -> None:
     assert second.output.count("# unchanged") == len(expected)
     later = standin.requests[created:]
     assert [r.path for r in later if r.method == "POST" and r.path in ("/v1/products", "/v1/prices")] == []
+    assert [r for r in later if r.method == "POST" and r.path == "/v1/billing/meters"] == []  # found by name
 
 
 def test_billing_sync_replaces_a_price_whose_amount_changed(runner, standin) -> None:

@@ -561,3 +561,40 @@ def test_auto_recharge_from_a_saved_card_lands_once_with_its_receipt(page, live_
         db.session.remove()
     subjects = [m["Subject"] for m in live_server.app.extensions.get("outbox", []) if m["To"] == email]
     assert subjects.count("Receipt: Auto-recharge: Small pack") == 1, subjects
+
+
+# 6. Yearly plans and overage, by mouse ----------------------------------------------------------------
+
+
+def test_buy_pro_yearly_with_the_switch_then_turn_overage_on_for_starter(page, live_server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    pro, starter = catalog.PLANS["pro"], catalog.PLANS["starter"]
+    log_in(page, make_account(live_server))
+    page.goto("/billing")
+    switch = page.get_by_role("navigation", name="Billing interval")
+    switch.get_by_role("link", name=re.compile(r"^Yearly")).click()
+    page.wait_for_url("**/billing?interval=year")
+    assert switch.get_by_role("link", name=re.compile(r"^Yearly")).get_attribute("aria-current") == "true"
+    page.get_by_role("button", name="Choose Pro yearly").click()
+    page.wait_for_url("**/billing/test-checkout/**")
+    page.get_by_role("button", name=f"Pay ${pro.yearly_price_cents / 100:,.2f} (test)").click()
+    page.wait_for_url("**/billing/success?session_id=cs_*")
+    page.goto("/dashboard")
+    assert stat(page, "plan-credits") == pro.monthly_credits  # one month's credits, not twelve
+    assert "Paid yearly" in page.get_by_text(re.compile("Paid yearly")).first.inner_text()
+
+    # A second person on Starter monthly turns overage on with a cap, by label.
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(re.compile(r".*/(auth/login)?(\?.*)?$"))
+    log_in(page, make_account(live_server))
+    page.goto("/billing")
+    page.get_by_role("button", name="Choose Starter monthly").click()
+    page.wait_for_url("**/billing/test-checkout/**")
+    page.get_by_role("button", name=re.compile(r"^Pay ")).click()
+    page.wait_for_url("**/billing/success?session_id=cs_*")
+    page.goto("/billing")
+    page.get_by_label("Allow spending past our credits, billed as overage").check()
+    page.get_by_label("Monthly overage cap (credits)").fill("3000")
+    page.get_by_role("button", name="Save overage settings").click()
+    page.get_by_text("Overage is on.").wait_for()
+    assert "0 of 3,000 overage credits used" in page.get_by_test_id("overage-billing").inner_text()
+    assert f"${starter.overage_cents_per_1000 / 100:,.2f} per 1,000 credits" in page.content()

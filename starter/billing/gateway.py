@@ -76,6 +76,18 @@ class Gateway:
         """The PaymentIntent with its latest charge expanded (for the receipt link)."""
         raise NotImplementedError
 
+    def find_price(self, lookup_key: str) -> str | None:
+        """The id of the active price with ``lookup_key`` (what ``flask billing sync`` made), or None."""
+        raise NotImplementedError
+
+    def report_meter_event(self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int):
+        """Send one Billing Meter event; ``identifier`` makes a repeat count once. Raises ``BillingError``."""
+        raise NotImplementedError
+
+    def invoice_of_payment(self, payment_intent: str) -> str | None:
+        """The invoice a payment intent paid (``GET /v1/invoice_payments``), or None."""
+        raise NotImplementedError
+
 
 class NotConfigured(Gateway):
     """No ``STRIPE_SECRET_KEY`` and no ``BILLING_TEST_MODE=true``: payments are refused, nothing is granted."""
@@ -113,6 +125,15 @@ class NotConfigured(Gateway):
         raise BillingNotConfigured()
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> Json | None:
+        raise BillingNotConfigured()
+
+    def find_price(self, lookup_key: str) -> str | None:
+        raise BillingNotConfigured()
+
+    def report_meter_event(self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int):
+        raise BillingNotConfigured()
+
+    def invoice_of_payment(self, payment_intent: str) -> str | None:
         raise BillingNotConfigured()
 
 
@@ -240,6 +261,47 @@ class StripeGateway(Gateway):
             params={"expand": ["latest_charge"]},
         )
 
+    def find_price(self, lookup_key: str) -> str | None:
+        listing = self._call(
+            "price lookup", self.client.v1.prices.list, params={"lookup_keys": [lookup_key], "active": True}
+        )
+        prices = listing.get("data") or []
+        return prices[0]["id"] if prices else None
+
+    def report_meter_event(self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int):
+        try:
+            self.client.v1.billing.meter_events.create(
+                params={
+                    "event_name": event_name,
+                    "identifier": identifier,
+                    "timestamp": timestamp,
+                    "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                },
+                # Within 24 hours a retry replays the first answer; after that Stripe's identifier check holds.
+                options={"idempotency_key": f"meter:{identifier}"},
+            )
+        except stripe.InvalidRequestError as error:
+            # Stripe refuses an identifier it already counted ("An event already exists with identifier …",
+            # not retryable): that is proof the usage was delivered, so it is a success, not a failure.
+            if "already exists with identifier" in str(error.user_message or error):
+                log.info("Meter event %s was already delivered", identifier)
+                return
+            log.warning("Stripe meter event failed: %s", error)
+            raise BillingError("Stripe refused the usage report.") from error
+        except stripe.StripeError as error:
+            log.warning("Stripe meter event failed: %s", error)
+            raise BillingError("Could not reach Stripe to report usage.") from error
+
+    def invoice_of_payment(self, payment_intent: str) -> str | None:
+        listing = self._call(
+            "invoice payments",
+            self.client.v1.invoice_payments.list,
+            params={"payment": {"type": "payment_intent", "payment_intent": payment_intent}, "limit": 1},
+        )
+        payments = listing.get("data") or []
+        invoice = payments[0].get("invoice") if payments else None
+        return invoice.get("id") if isinstance(invoice, dict) else invoice
+
 
 def current() -> Gateway:
     return current_app.extensions[EXTENSION]
@@ -271,20 +333,46 @@ def price_id(kind: str, code: str, entry: catalog.Plan | catalog.Pack) -> str | 
     return current_app.config.get(f"STRIPE_PRICE_{kind.upper()}_{code.upper()}") or entry.stripe_price_id
 
 
-def _line_item(kind: str, code: str, entry: catalog.Plan | catalog.Pack, name: str, cents: int) -> Json:
-    configured = price_id(kind, code, entry)
+def plan_price_id(plan: catalog.Plan, interval: str) -> str | None:
+    """A plan's configured price for ``interval``: STRIPE_PRICE_PLAN_<CODE> (monthly) or …_<CODE>_YEARLY."""
+    if interval == "year":
+        return current_app.config.get(f"STRIPE_PRICE_PLAN_{plan.code.upper()}_YEARLY")
+    return price_id("plan", plan.code, plan)
+
+
+def current_app_overage_price(plan: catalog.Plan) -> str | None:
+    """The configured STRIPE_PRICE_OVERAGE_<CODE>, without asking Stripe."""
+    return current_app.config.get(f"STRIPE_PRICE_OVERAGE_{plan.code.upper()}")
+
+
+def overage_price_id(plan: catalog.Plan) -> str | None:
+    """The plan's metered overage price: STRIPE_PRICE_OVERAGE_<CODE>, else the one ``flask billing sync``
+    made (lookup key ``overage_<code>``). None: Checkout adds none, and the team cannot opt in."""
+    if not plan.has_overage:
+        return None
+    return current_app_overage_price(plan) or current().find_price(f"overage_{plan.code}")
+
+
+def _line_item(
+    kind: str, code: str, entry: catalog.Plan | catalog.Pack, name: str, cents: int, interval: str = "month"
+) -> Json:
+    configured = plan_price_id(entry, interval) if isinstance(entry, catalog.Plan) else price_id(kind, code, entry)
     if configured:
         return {"price": configured, "quantity": 1}
     # Inline prices carry no lookup key, so the product says which plan or pack it is (see plan_for_price).
     product = {"name": name, "metadata": {f"{kind}_code": code}}
     price_data: Json = {"currency": catalog.CURRENCY, "unit_amount": cents, "product_data": product}
     if kind == "plan":
-        price_data["recurring"] = {"interval": "month"}
+        price_data["recurring"] = {"interval": interval}
     return {"price_data": price_data, "quantity": 1}
 
 
-def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id: int) -> Json:
-    """The Checkout Session for a pack (``mode=payment``) or a plan (``mode=subscription``)."""
+def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id: int, interval: str = "month") -> Json:
+    """The Checkout Session for a pack (``mode=payment``) or a plan (``mode=subscription``).
+
+    A plan is billed monthly or yearly (``interval``); a monthly plan with overage also gets the
+    metered overage price (a line without quantity: Stripe bills what the meter reports).
+    """
     base_url = current_app.config["BASE_URL"]
     metadata = {"team_id": str(team.id), "kind": kind, "code": code, "user_id": str(user_id)}
     params: Json = {
@@ -303,20 +391,28 @@ def checkout_params(team: Team, customer_id: str, kind: str, code: str, user_id:
     else:
         plan = catalog.PLANS[code]
         params["mode"] = "subscription"
-        params["line_items"] = [_line_item("plan", code, plan, plan.product_name, plan.monthly_price_cents)]
+        metadata["interval"] = interval
+        params["line_items"] = [_line_item("plan", code, plan, plan.product_name, plan.price_for(interval), interval)]
+        # Stripe bills every item of a subscription on one interval, so overage comes with monthly plans only.
+        metered = overage_price_id(plan) if interval == "month" else None
+        if metered:
+            params["line_items"].append({"price": metered})
         # A snapshot for the audit trail only: the portal changes prices, never this metadata.
         params["subscription_data"] = {"metadata": {"team_id": str(team.id), "plan_code": code}}
     return params
 
 
-def create_checkout(team: Team, email: str, kind: str, code: str, user_id: int, attempt: str) -> str:
+def create_checkout(
+    team: Team, email: str, kind: str, code: str, user_id: int, attempt: str, interval: str = "month"
+) -> str:
     """Start Stripe Checkout; returns the URL to send the browser to.
 
     ``attempt`` makes the idempotency key: the same purchase click retried returns the same session.
     """
     customer_id = ensure_customer(team, email)
-    params = checkout_params(team, customer_id, kind, code, user_id)
-    return current().create_checkout(params, f"checkout:{team.id}:{kind}:{code}:{attempt}")
+    params = checkout_params(team, customer_id, kind, code, user_id, interval)
+    suffix = ":year" if interval == "year" else ""
+    return current().create_checkout(params, f"checkout:{team.id}:{kind}:{code}{suffix}:{attempt}")
 
 
 def create_setup_checkout(team: Team, email: str, user_id: int, attempt: str) -> str:
@@ -373,3 +469,11 @@ def retrieve_charge(charge_id: str) -> Json | None:
 
 def list_invoice_lines(invoice_id: str) -> list[Json]:
     return current().list_invoice_lines(invoice_id)
+
+
+def report_meter_event(event_name: str, customer_id: str, value: int, identifier: str, timestamp: int) -> None:
+    current().report_meter_event(event_name, customer_id, value, identifier, timestamp)
+
+
+def invoice_of_payment(payment_intent: str) -> str | None:
+    return current().invoice_of_payment(payment_intent)

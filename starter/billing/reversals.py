@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import credits
+from .. import credits, yearly
 from ..extensions import db
 from ..models import PaymentReversal, Purchase, Team, utcnow
 from . import gateway
@@ -61,6 +61,13 @@ def charge_refunded(charge: Json) -> None:
     reversal = _reversal(team, charge["payment_intent"], "refund", charge["id"])
     reversal.amount_cents = max(reversal.amount_cents or 0, int(charge.get("amount_refunded") or 0))
     settle(team.id, charge["payment_intent"])
+    if db.session.scalar(select(Purchase.id).where(Purchase.stripe_payment_intent_id == charge["payment_intent"])):
+        return
+    # Not a pack: perhaps a yearly plan's invoice, whose refund ends its monthly credits (docs/billing.md).
+    invoice_id = gateway.invoice_of_payment(charge["payment_intent"])
+    if invoice_id:
+        key = f"yearly-refund:{charge['id']}:{reversal.amount_cents}"
+        yearly.refund_year(team, invoice_id, key=key)
 
 
 def _funds(dispute: Json, event_type: str) -> tuple[bool, bool]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import secrets
 import time
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -23,20 +24,49 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_local_{secrets.token_hex(10)}"
 
 
-def price(plan: catalog.Plan) -> Json:
+METER_ID = "mtr_local_overage"
+
+
+def price(plan: catalog.Plan, interval: str = "month") -> Json:
     """A plan's recurring price, as ``flask billing sync`` makes them: lookup key and product metadata."""
+    suffix = "_yearly" if interval == "year" else ""
     return {
-        "id": f"price_local_{plan.code}",
+        "id": f"price_local_{plan.code}{suffix}",
         "object": "price",
-        "lookup_key": f"plan_{plan.code}",
-        "unit_amount": plan.monthly_price_cents,
+        "lookup_key": f"plan_{plan.code}{suffix}",
+        "unit_amount": plan.price_for(interval),
         "currency": catalog.CURRENCY,
-        "recurring": {"interval": "month", "interval_count": 1},
+        "recurring": {"interval": interval, "interval_count": 1, "usage_type": "licensed", "meter": None},
         "product": {
             "id": f"prod_local_{plan.code}",
             "object": "product",
             "name": plan.product_name,
             "metadata": {"plan_code": plan.code},
+        },
+    }
+
+
+def unit_amount_decimal(plan: catalog.Plan) -> str:
+    """The overage price per credit in cents, as Stripe writes a decimal unit amount ("0.12")."""
+    return format((Decimal(plan.overage_cents_per_1000 or 0) / 1000).normalize(), "f")
+
+
+def overage_price(plan: catalog.Plan) -> Json:
+    """A plan's metered overage price: per credit, summed by the Billing Meter over the period."""
+    return {
+        "id": f"price_local_overage_{plan.code}",
+        "object": "price",
+        "lookup_key": f"overage_{plan.code}",
+        "billing_scheme": "per_unit",
+        "unit_amount": None,
+        "unit_amount_decimal": unit_amount_decimal(plan),
+        "currency": catalog.CURRENCY,
+        "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered", "meter": METER_ID},
+        "product": {
+            "id": f"prod_local_overage_{plan.code}",
+            "object": "product",
+            "name": f"{plan.name} plan: overage credits",
+            "metadata": {"overage_plan_code": plan.code},
         },
     }
 
@@ -57,12 +87,17 @@ def checkout_session(
         else catalog.plan(metadata.get("code", ""))
     )
     # What the line items cost: inline price_data, or the catalog price a configured price id stands for.
-    amount = sum(
-        item["price_data"]["unit_amount"] * item.get("quantity", 1)
-        if "price_data" in item
-        else getattr(entry, "price_cents", getattr(entry, "monthly_price_cents", 0))
-        for item in params.get("line_items") or []  # none in mode=setup
-    )
+    # A metered line (no quantity) costs nothing now: Stripe bills its usage at the period end.
+    interval = metadata.get("interval", "month")
+
+    def cost(item: Json) -> int:
+        if "price_data" in item:
+            return item["price_data"]["unit_amount"] * item.get("quantity", 1)
+        if "quantity" not in item:
+            return 0
+        return entry.price_for(interval) if isinstance(entry, catalog.Plan) else getattr(entry, "price_cents", 0)
+
+    amount = sum(cost(item) for item in params.get("line_items") or [])  # none in mode=setup
     return {
         "id": session_id,
         "object": "checkout.session",
@@ -85,7 +120,17 @@ def checkout_session(
     }
 
 
-def subscription(sub_id: str, customer: str, plan: catalog.Plan, start: int, end: int, *, metadata: Json) -> Json:
+def subscription(
+    sub_id: str,
+    customer: str,
+    plan: catalog.Plan,
+    start: int,
+    end: int,
+    *,
+    metadata: Json,
+    interval: str = "month",
+    overage: bool = False,
+) -> Json:
     item = {
         "id": new_id("si"),
         "object": "subscription_item",
@@ -93,8 +138,12 @@ def subscription(sub_id: str, customer: str, plan: catalog.Plan, start: int, end
         "current_period_start": start,
         "current_period_end": end,
         "quantity": 1,
-        "price": price(plan),
+        "price": price(plan, interval),
     }
+    items = [item]
+    if overage:  # metered: no quantity, Stripe bills what the meter summed over the period
+        items.append({**item, "id": new_id("si"), "price": overage_price(plan)})
+        del items[1]["quantity"]
     return {
         "id": sub_id,
         "object": "subscription",
@@ -102,22 +151,34 @@ def subscription(sub_id: str, customer: str, plan: catalog.Plan, start: int, end
         "status": "active",
         "cancel_at_period_end": False,
         "metadata": metadata,
-        "items": {"object": "list", "data": [item], "has_more": False},
+        "items": {"object": "list", "data": items, "has_more": False},
         "latest_invoice": None,
         "livemode": False,
         "created": int(time.time()),
     }
 
 
-def line(sub: Json, line_price: Json, amount: int, start: int, end: int, *, proration: bool) -> Json:
+def line(
+    sub: Json,
+    line_price: Json,
+    amount: int,
+    start: int,
+    end: int,
+    *,
+    proration: bool,
+    item: Json | None = None,
+    quantity: int = 1,
+    description: str | None = None,
+) -> Json:
     """An invoice line of a subscription item; proration lines bill the unused or remaining time of a change."""
-    item = sub["items"]["data"][0]
+    item = item or sub["items"]["data"][0]
     return {
         "id": new_id("il"),
         "object": "line_item",
         "amount": amount,
         "currency": catalog.CURRENCY,
-        "description": ("Unused time on " if amount < 0 else "") + line_price["product"]["name"],
+        "description": description or ("Unused time on " if amount < 0 else "") + line_price["product"]["name"],
+        "quantity": quantity,
         "period": {"start": start, "end": end},
         "parent": {
             "type": "subscription_item_details",

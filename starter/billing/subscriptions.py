@@ -13,7 +13,9 @@ The rules (docs/billing.md):
   subscription changes nothing.
 - **Periods from invoices.** ``invoice.paid`` grants the plan of its non-proration subscription
   line for that line's period, once, if the period is current, no later period was granted, and the
-  invoice's subscription is the team's.
+  invoice's subscription is the team's. A yearly line records the paid year and grants its current
+  month; the scheduler grants the others (``starter.yearly``). A metered (overage) line is usage,
+  never a plan.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from .. import catalog, credits, plans
+from .. import catalog, credits, plans, yearly
 from ..extensions import db
 from ..models import CreditBlock, Team, utcnow
-from . import gateway, receipts
+from . import gateway, overage, receipts
 from .customers import team_for
 from .errors import Ignored
 
@@ -47,9 +49,9 @@ def plan_for_price(price: Json | str | None) -> catalog.Plan | None:
     if not price:
         return None
     for plan in catalog.PLANS.values():
-        if price.get("id") and price["id"] == gateway.price_id("plan", plan.code, plan):
+        if price.get("id") and price["id"] in (gateway.plan_price_id(plan, i) for i in catalog.INTERVALS):
             return plan
-    lookup_key = price.get("lookup_key") or ""
+    lookup_key = (price.get("lookup_key") or "").removesuffix("_yearly")
     if lookup_key.startswith("plan_") and catalog.plan(lookup_key.removeprefix("plan_")):
         return catalog.plan(lookup_key.removeprefix("plan_"))
     product = price.get("product")
@@ -78,6 +80,34 @@ class Notes:
         return "; ".join(self.lines) or None
 
 
+def is_metered(price: Json | str | None) -> bool:
+    """A usage price (the overage meter's), which bills usage and never stands for a plan."""
+    return isinstance(price, dict) and ((price.get("recurring") or {}).get("usage_type") == "metered")
+
+
+def interval_of(price: Json | str | None) -> str:
+    """How often a plan price bills: ``month`` or ``year`` (its ``recurring.interval``)."""
+    if isinstance(price, str):
+        price = gateway.retrieve_price(price)
+    recurring = (price or {}).get("recurring") or {}
+    return "year" if recurring.get("interval") == "year" and int(recurring.get("interval_count") or 1) == 1 else "month"
+
+
+def _items(subscription: Json) -> list[Json]:
+    return list(((subscription.get("items") or {}).get("data")) or [])
+
+
+def plan_item(subscription: Json) -> Json:
+    """The subscription's plan item: the first that is not metered (Checkout adds the overage price after it)."""
+    items = _items(subscription)
+    return next((item for item in items if not is_metered(item.get("price"))), items[0] if items else {})
+
+
+def metered_item(subscription: Json | None) -> Json | None:
+    """The subscription's metered overage item, if Checkout (or the portal) added one."""
+    return next((item for item in _items(subscription or {}) if is_metered(item.get("price"))), None)
+
+
 def _resolve_plan(price: Json | str | None, metadata: Json | None, notes: Notes, what: str) -> catalog.Plan | None:
     plan = plan_for_price(price)
     named = catalog.plan(str((metadata or {}).get("plan_code", "")))
@@ -103,6 +133,7 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
     subscriptions = gateway.list_subscriptions(team.stripe_customer_id)
     subscription = current_subscription(subscriptions)
     if subscription is None:
+        overage.set_metered_item(team.id, None)
         dropped = (
             team.stripe_subscription_id is None
             and team.plan_code == catalog.FREE_PLAN.code
@@ -115,7 +146,7 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
         elif subscriptions and team.stripe_subscription_id is not None and team.plan_code == catalog.FREE_PLAN.code:
             team.stripe_subscription_id, team.subscription_status = None, None
         return None
-    item = ((subscription.get("items") or {}).get("data") or [{}])[0]
+    item = plan_item(subscription)
     plan = _resolve_plan(item.get("price"), subscription.get("metadata"), notes, f"subscription {subscription['id']}")
     if plan is None:
         raise Ignored(f"subscription {subscription['id']}: its price is not a catalog plan")
@@ -124,9 +155,32 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
     team.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
     if subscription["status"] != "incomplete":  # not paid yet: the team keeps the plan it has
         team.plan_code = plan.code
+    _record_metered_item(team, subscription, plan, notes)
     if item.get("current_period_end"):
         team.current_period_end = _timestamp(item["current_period_end"])
     return subscription
+
+
+def overage_plan_of(price: Json) -> catalog.Plan | None:
+    """The plan whose overage a metered price bills: configured id, lookup key ``overage_<code>``, product metadata."""
+    for plan in catalog.PLANS.values():
+        if plan.has_overage and price.get("id") == gateway.current_app_overage_price(plan):
+            return plan
+    lookup_key = price.get("lookup_key") or ""
+    if lookup_key.startswith("overage_"):
+        return catalog.plan(lookup_key.removeprefix("overage_"))
+    product = price.get("product")
+    code = (product.get("metadata") or {}).get("overage_plan_code") if isinstance(product, dict) else None
+    return catalog.plan(str(code)) if code else None
+
+
+def _record_metered_item(team: Team, subscription: Json, plan: catalog.Plan, notes: Notes) -> None:
+    """The subscription's metered item, if it bills this plan's overage: otherwise overage stays off (fail closed)."""
+    metered = metered_item(subscription) if subscription["status"] in LIVE else None
+    if metered is not None and overage_plan_of(metered.get("price") or {}) != plan:
+        notes.add(f"subscription {subscription['id']}: its metered price is not {plan.code}'s overage; overage is off")
+        metered = None
+    overage.set_metered_item(team.id, metered["id"] if metered else None)
 
 
 def drop_to_free(team: Team) -> None:
@@ -141,6 +195,7 @@ def drop_to_free(team: Team) -> None:
     team.subscription_status = "canceled"
     team.cancel_at_period_end = False
     team.plan_code = catalog.FREE_PLAN.code
+    yearly.stop_years(team.id, "the subscription ended", now=now)
     for block_id in _unexpired_plan_blocks(team.id):
         credits.expire_block(team.id, block_id, now=now, early_reason="the subscription ended")
     team.period_anchor = now  # the free month counts from the day the paid plan ended
@@ -183,7 +238,7 @@ def _price_of(price_id: str | None, subscription: Json | None) -> Json | str | N
     for item in ((subscription or {}).get("items") or {}).get("data") or []:
         if price_id and (item.get("price") or {}).get("id") == price_id:
             return item["price"]
-    return price_id
+    return (gateway.retrieve_price(price_id) or price_id) if price_id else None
 
 
 def invoice_paid(invoice: Json, notes: Notes) -> None:
@@ -195,37 +250,49 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
     record = receipts.record_invoice(team, invoice)  # paid is paid: a receipt even when nothing is granted
     current = sync_customer(team, notes)
     lines = _lines(invoice)
-    line = next((candidate for candidate in lines if not _is_proration(candidate)), None)
+    # The plan line: not a proration, and not the metered overage line a renewal may carry.
+    line, price = next(
+        (
+            (candidate, candidate_price)
+            for candidate in lines
+            if not _is_proration(candidate)
+            and not is_metered(candidate_price := _price_of(_line_price(candidate), current))
+        ),
+        (None, None),
+    )
     if line is None:
         # A change billed for the rest of the period (no billing_cycle_anchor=now): no new period
         # starts, so the new plan's credits come with the next renewal (docs/billing.md).
         notes.add(f"invoice {invoice['id']}: only proration lines, no new period; no credits granted")
         return
-    plan = _resolve_plan(
-        _price_of(_line_price(line), current), details.get("metadata"), notes, f"invoice {invoice['id']}"
-    )
+    plan = _resolve_plan(price, details.get("metadata"), notes, f"invoice {invoice['id']}")
     if plan is None:
         notes.add(f"invoice {invoice['id']}: its price is not a catalog plan; no credits granted")
         return
     record.plan_code, record.credits = plan.code, plan.monthly_credits
-    _check_amounts(invoice, lines, line, plan, notes)
+    interval = interval_of(price)
+    if interval == "year" and not plan.sold_yearly:
+        notes.add(f"invoice {invoice['id']}: {plan.code} is not sold yearly; no credits granted")
+        return
+    _check_amounts(invoice, lines, line, plan, interval, notes)
     if current is None or current["id"] != details["subscription"]:
         notes.add(f"invoice {invoice['id']}: its subscription is not the team's current one; no credits granted")
         return
-    _start_paid_period(team, invoice, line, plan, notes)
+    _start_paid_period(team, invoice, line, plan, interval, notes)
 
 
-def _check_amounts(invoice: Json, lines: list[Json], line: Json, plan: catalog.Plan, notes: Notes) -> None:
-    if line.get("amount") != plan.monthly_price_cents:
-        notes.add(
-            f"invoice {invoice['id']}: {plan.code} costs {plan.monthly_price_cents}, its line {line.get('amount')}"
-        )
+def _check_amounts(
+    invoice: Json, lines: list[Json], line: Json, plan: catalog.Plan, interval: str, notes: Notes
+) -> None:
+    cost = plan.price_for(interval)
+    if line.get("amount") != cost:
+        notes.add(f"invoice {invoice['id']}: {plan.code} ({interval}ly) costs {cost}, its line {line.get('amount')}")
     expected = sum(int(candidate.get("amount") or 0) for candidate in lines)
     if invoice.get("amount_paid") is not None and invoice["amount_paid"] != max(expected, 0):
         notes.add(f"invoice {invoice['id']}: paid {invoice['amount_paid']}, its plan and prorations come to {expected}")
 
 
-def _start_paid_period(team: Team, invoice: Json, line: Json, plan: catalog.Plan, notes: Notes) -> None:
+def _start_paid_period(team: Team, invoice: Json, line: Json, plan: catalog.Plan, interval: str, notes: Notes) -> None:
     start, end = _timestamp(line["period"]["start"]), _timestamp(line["period"]["end"])
     now = utcnow()
     if end <= now:
@@ -241,10 +308,28 @@ def _start_paid_period(team: Team, invoice: Json, line: Json, plan: catalog.Plan
     if newest is not None and int(newest.timestamp()) > int(start.timestamp()):
         notes.add(f"invoice {invoice['id']}: a later plan period was granted already; nothing granted")
         return
+    if interval == "year":
+        _start_paid_year(team, invoice, plan, start, end, now)
+        return
+    yearly.stop_years(team.id, "replaced by a monthly period", now=now)
     for block_id in _unexpired_plan_blocks(team.id, other_than=start):
         credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
     plans.start_period(team, start, end, plan, reference=invoice["id"], now=now)
     log.info("Team %s: %s period %s to %s started by %s", team.id, plan.code, start, end, invoice["id"])
+
+
+def _start_paid_year(team: Team, invoice: Json, plan: catalog.Plan, start: datetime, end: datetime, now: datetime):
+    """A paid year: record it, end the plan credits of what came before, grant the month containing now."""
+    subscription_id = ((invoice.get("parent") or {}).get("subscription_details") or {})["subscription"]
+    year = yearly.record_year(
+        team, invoice_id=invoice["id"], subscription_id=subscription_id, plan=plan, start=start, end=end
+    )
+    month = yearly.month_of(year, now)
+    for block_id in _unexpired_plan_blocks(team.id, other_than=month[0] if month else None):
+        credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
+    team.current_period_start, team.current_period_end = start, end
+    yearly.grant_month(team, year, now)
+    log.info("Team %s: %s yearly %s to %s paid by %s", team.id, plan.code, start, end, invoice["id"])
 
 
 def invoice_changed(invoice: Json, notes: Notes) -> None:

@@ -10,6 +10,9 @@ the blueprint delivers them to the very webhook code Stripe's deliveries reach.
 How it follows Stripe: the portal changes the subscription item's *price*, never metadata; an
 upgrade bills prorations and restarts the period (``billing_cycle_anchor=now``), its proration
 line first; a downgrade waits for the period end; a failed renewal leaves the subscription past due.
+A yearly price bills a year; monthly ↔ yearly follows the upgrade/downgrade rules (to yearly now,
+to monthly at the year's end). Meter events are kept (one per identifier, as Stripe counts them)
+and a renewal bills the metered item for the events of the period that ended.
 """
 
 from __future__ import annotations
@@ -79,8 +82,42 @@ class TestModeGateway(Gateway):
         return [json.loads(json.dumps(row.payload)) for row in rows]
 
     def retrieve_price(self, price_id: str) -> Json | None:
-        plan = catalog.plan(price_id.removeprefix("price_local_")) if price_id.startswith("price_local_") else None
-        return shapes.price(plan) if plan else None
+        if not price_id.startswith("price_local_"):
+            return None
+        code = price_id.removeprefix("price_local_")
+        if code.startswith("overage_"):
+            plan = catalog.plan(code.removeprefix("overage_"))
+            return shapes.overage_price(plan) if plan and plan.has_overage else None
+        interval = "year" if code.endswith("_yearly") else "month"
+        plan = catalog.plan(code.removesuffix("_yearly"))
+        if plan is None or (interval == "year" and not plan.sold_yearly):
+            return None
+        return shapes.price(plan, interval)
+
+    def find_price(self, lookup_key: str) -> str | None:
+        code = lookup_key.removeprefix("overage_")
+        plan = catalog.plan(code) if lookup_key.startswith("overage_") else None
+        return shapes.overage_price(plan)["id"] if plan and plan.has_overage else None
+
+    def report_meter_event(self, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int):
+        # Like Stripe, an identifier counts once: a retried report changes nothing.
+        object_id = f"mtrevt_{hashlib.sha256(identifier.encode()).hexdigest()[:32]}"
+        if load(object_id) is None:
+            event = {
+                "id": object_id,
+                "object": "billing.meter_event",
+                "customer": customer_id,
+                "event_name": event_name,
+                "identifier": identifier,
+                "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+                "timestamp": timestamp,
+                "created": int(time.time()),
+                "livemode": False,
+            }
+            save(event)
+
+    def invoice_of_payment(self, payment_intent: str) -> str | None:
+        return None  # test mode has no refunds of invoices
 
     def retrieve_charge(self, charge_id: str) -> Json | None:
         return load(charge_id)
@@ -123,8 +160,26 @@ def sign(events: list[Json]) -> list[SignedEvent]:
     return signed
 
 
-def _period(start: datetime) -> tuple[int, int]:
-    return int(start.timestamp()), int(add_months(start, 1).timestamp())
+def _period(start: datetime, interval: str = "month") -> tuple[int, int]:
+    return int(start.timestamp()), int(add_months(start, 12 if interval == "year" else 1).timestamp())
+
+
+def _interval(price: Json) -> str:
+    return (price.get("recurring") or {}).get("interval") or "month"
+
+
+def metered_usage(customer: str, start: int, end: int) -> int:
+    """What the Billing Meter summed for ``customer`` over [start, end): the credits a renewal bills."""
+    rows = db.session.scalars(
+        select(TestModeObject).where(
+            TestModeObject.object == "billing.meter_event", TestModeObject.customer == customer
+        )
+    )
+    return sum(
+        int(row.payload["payload"]["value"])
+        for row in rows
+        if row.payload["event_name"] == catalog.OVERAGE_METER_EVENT and start <= row.payload["timestamp"] < end
+    )
 
 
 def load_authentication(token: str) -> Json | None:
@@ -166,7 +221,9 @@ def pay(checkout: Json, card_number: str | None = None) -> tuple[str, list[Signe
         events = [*attached, shapes.event("checkout.session.completed", save(session))]
         return success_url, sign(events)
     plan = catalog.PLANS[params["metadata"]["code"]]
-    start, end = _period(datetime.now(UTC))
+    interval = params["metadata"].get("interval", "month")
+    start, end = _period(datetime.now(UTC), interval)
+    metered = any(str(item.get("price", "")).startswith("price_local_overage_") for item in params["line_items"])
     sub = shapes.subscription(
         shapes.new_id("sub"),
         params["customer"],
@@ -174,10 +231,12 @@ def pay(checkout: Json, card_number: str | None = None) -> tuple[str, list[Signe
         start,
         end,
         metadata=dict(params["subscription_data"]["metadata"]),
+        interval=interval,
+        overage=metered,
     )
     sub["status"] = "incomplete"
     created = shapes.event("customer.subscription.created", sub)
-    line = shapes.line(sub, sub["items"]["data"][0]["price"], plan.monthly_price_cents, start, end, proration=False)
+    line = shapes.line(sub, sub["items"]["data"][0]["price"], plan.price_for(interval), start, end, proration=False)
     invoice = save(shapes.invoice(sub, [line], "subscription_create"))
     sub.update(status="active", latest_invoice=invoice["id"])
     session = shapes.checkout_session(params, session_id, paid=True, subscription=sub["id"], invoice=invoice["id"])
@@ -210,6 +269,8 @@ def portal_action(team: Team, action: str, plan_code: str | None = None) -> list
         return sign([shapes.event("customer.subscription.deleted", save(sub))])
     elif action == "change_plan":
         return sign(_change_plan(sub, plan_code))
+    elif action == "switch_interval":
+        return sign(_switch_interval(sub))
     elif action == "renew":
         return sign(_renew(sub, paid=True))
     elif action == "renew_failed":
@@ -227,13 +288,36 @@ def _change_plan(sub: Json, plan_code: str | None) -> list[Json]:
     old_price = item["price"]
     if plan is None or plan.is_free:
         raise BillingError("Choose a paid plan.")
-    if old_price["id"] == shapes.price(plan)["id"]:
+    interval = _interval(old_price)
+    if interval == "year" and not plan.sold_yearly:
+        raise BillingError(f"The {plan.name} plan is not sold yearly.")
+    if old_price["id"] == shapes.price(plan, interval)["id"]:
         sub.pop("pending_price", None)  # choosing the current plan again cancels a scheduled downgrade
         return [shapes.event("customer.subscription.updated", save(sub))]
-    if plan.monthly_price_cents < old_price["unit_amount"]:
+    if plan.price_for(interval) < old_price["unit_amount"]:
         # A downgrade waits for the period end (the portal's schedule); nothing else changes now.
-        sub["pending_price"] = shapes.price(plan)
+        sub["pending_price"] = shapes.price(plan, interval)
         return [shapes.event("customer.subscription.updated", save(sub))]
+    return _bill_change_now(sub, shapes.price(plan, interval))
+
+
+def _switch_interval(sub: Json) -> list[Json]:
+    """Monthly → yearly bills the year now (like an upgrade); yearly → monthly waits for the year's end."""
+    item = sub["items"]["data"][0]
+    plan = catalog.plan(item["price"]["product"]["metadata"]["plan_code"])
+    if plan is None or not plan.sold_yearly:
+        raise BillingError("This plan is not sold yearly.")
+    if _interval(item["price"]) == "year":
+        sub["pending_price"] = shapes.price(plan, "month")
+        return [shapes.event("customer.subscription.updated", save(sub))]
+    # Stripe bills every item on one interval: the metered monthly overage item leaves the subscription.
+    sub["items"]["data"] = [item]
+    return _bill_change_now(sub, shapes.price(plan, "year"))
+
+
+def _bill_change_now(sub: Json, new_price: Json) -> list[Json]:
+    item = sub["items"]["data"][0]
+    old_price = item["price"]
     # An upgrade bills at once: credit for the unused time on the old price, then a full new period.
     now = int(time.time())
     unused = -round(
@@ -241,11 +325,11 @@ def _change_plan(sub: Json, plan_code: str | None) -> list[Json]:
         * max(item["current_period_end"] - now, 0)
         / max(item["current_period_end"] - item["current_period_start"], 1)
     )
-    start, end = _period(datetime.fromtimestamp(now, UTC))
+    start, end = _period(datetime.fromtimestamp(now, UTC), _interval(new_price))
     credit = shapes.line(sub, old_price, unused, now, item["current_period_end"], proration=True)
-    item.update(price=shapes.price(plan), current_period_start=start, current_period_end=end)
+    item.update(price=new_price, current_period_start=start, current_period_end=end)
     sub.pop("pending_price", None)
-    full = shapes.line(sub, item["price"], plan.monthly_price_cents, start, end, proration=False)
+    full = shapes.line(sub, item["price"], new_price["unit_amount"], start, end, proration=False)
     invoice = save(shapes.invoice(sub, [credit, full], "subscription_update"))
     sub["latest_invoice"] = invoice["id"]
     return [shapes.event("customer.subscription.updated", save(sub)), shapes.event("invoice.paid", invoice)]
@@ -257,12 +341,31 @@ def _renew(sub: Json, *, paid: bool) -> list[Json]:
     if sub.get("cancel_at_period_end"):
         sub.update(status="canceled", canceled_at=int(time.time()))
         return [shapes.event("customer.subscription.deleted", save(sub))]
+    ended = (item["current_period_start"], item["current_period_end"])
     if sub.get("pending_price"):
         item["price"] = sub.pop("pending_price")
-    start, end = _period(datetime.fromtimestamp(item["current_period_end"], UTC))
-    item.update(current_period_start=start, current_period_end=end)
-    line = shapes.line(sub, item["price"], item["price"]["unit_amount"], start, end, proration=False)
-    invoice = save(shapes.invoice(sub, [line], "subscription_cycle", paid=paid))
+    start, end = _period(datetime.fromtimestamp(item["current_period_end"], UTC), _interval(item["price"]))
+    for each in sub["items"]["data"]:
+        each.update(current_period_start=start, current_period_end=end)
+    lines = [shapes.line(sub, item["price"], item["price"]["unit_amount"], start, end, proration=False)]
+    for metered in sub["items"]["data"][1:]:
+        # Metered usage is billed in arrears: what the meter summed over the period that just ended.
+        used = metered_usage(sub["customer"], *ended)
+        plan = catalog.plan(metered["price"]["product"]["metadata"]["overage_plan_code"])
+        if used and plan is not None:
+            lines.append(
+                shapes.line(
+                    sub,
+                    metered["price"],
+                    plan.overage_cents(used),
+                    *ended,
+                    proration=False,
+                    item=metered,
+                    quantity=used,
+                    description=f"Overage: {used:,} credits at {metered['price']['unit_amount_decimal']} cents each",
+                )
+            )
+    invoice = save(shapes.invoice(sub, lines, "subscription_cycle", paid=paid))
     sub["latest_invoice"] = invoice["id"]
     sub["status"] = "active" if paid else "past_due"
     kind = "invoice.paid" if paid else "invoice.payment_failed"

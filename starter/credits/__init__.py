@@ -15,9 +15,9 @@ their expiry.
 
 Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entry write), ``ledger``
 (grant, spend, adjust, clawback, expiry), ``holds``, ``queries`` (balance, quote, history),
-``limits`` (spend limits per key and member), ``rollover`` (the monthly job's bulk rollover and
-expiry) and ``verify`` (the invariants
-``flask credits verify`` checks).
+``limits`` (spend limits per key and member), ``overage`` (metered overage granted on demand),
+``recharge_due`` (auto-recharge's crossing), ``rollover`` (the monthly job's bulk rollover and
+expiry) and ``verify`` (the invariants ``flask credits verify`` checks).
 """
 
 from .holds import capture, hold, release, release_expired_holds
@@ -43,6 +43,7 @@ from .rules import (
     InsufficientCredits,
     InvalidAmount,
     InvalidRequest,
+    OverageCapReached,
     Receipt,
     SpendLimit,
     SpendLimitReached,
@@ -64,6 +65,7 @@ __all__ = [
     "InsufficientCredits",
     "InvalidAmount",
     "InvalidRequest",
+    "OverageCapReached",
     "Problem",
     "Quote",
     "Receipt",

@@ -128,8 +128,14 @@ def write(
     meta: dict[str, Any] | None = None,
     feature: str | None = None,
     hold_id: int | None = None,
+    alert_from: int | None = None,
 ) -> Receipt:
-    """Apply per-block changes (block id, Δremaining, Δheld), move the balance and append the entry."""
+    """Apply per-block changes (block id, Δremaining, Δheld), move the balance and append the entry.
+
+    ``alert_from``: the credits available when the operation began, if an earlier write of it moved them
+    (an overage grant tops the balance up just before the spend it covers): the low-balance check starts
+    there, so an overage spend does not cross every threshold, and "ran out", again.
+    """
     amount = sum(change[1] for change in changes)
     held_delta = sum(change[2] for change in changes)
     balance, held = before[0] + amount, before[1] + held_delta
@@ -168,8 +174,9 @@ def write(
             insert(allocations_t),
             [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
         )
-    if balance - held < before[0] - before[1]:
-        alert_if_crossed(team_id, levels, before[0] - before[1], balance - held, entry_id)
+    start = before[0] - before[1] if alert_from is None else alert_from
+    if balance - held < start:
+        alert_if_crossed(team_id, levels, start, balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
 
 

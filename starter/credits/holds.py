@@ -11,6 +11,7 @@ from ..extensions import db
 from ..models import utcnow
 from . import limits
 from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
+from .overage import cover_shortfall
 from .recharge_due import crossed, record_due
 from .rules import (
     SYSTEM,
@@ -18,7 +19,6 @@ from .rules import (
     HoldNotActive,
     HoldNotFound,
     HoldResult,
-    InsufficientCredits,
     InvalidAmount,
     InvalidRequest,
     Receipt,
@@ -51,13 +51,15 @@ def hold(
         raise InvalidRequest("A hold lasts between 1 second and 24 hours.")
     now = now or utcnow()
     fingerprint = fingerprint_of("hold", amount=amount, feature=feature, ttl=ttl_seconds)
-    before = lock(team_id)
+    locked = before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return _hold_result(replayed.hold_id, replayed=True)
     total = limits.check(team_id, actor, amount, now, spend=False)
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
-        raise InsufficientCredits(amount, available)
+        # An opted-in team's overage covers the rest, up to its cap (else InsufficientCredits).
+        before = cover_shortfall(team_id, before, required=amount, available=available, key=key, actor=actor, now=now)
+        available, draws = draws_for(team_id, amount, now)
     expires_at = min([now + timedelta(seconds=ttl_seconds)] + [b.expires_at for b, _ in draws if b.expires_at])
     hold_id = db.session.execute(
         insert(holds_t)
@@ -85,6 +87,7 @@ def hold(
         meta=meta,
         feature=feature,
         hold_id=hold_id,
+        alert_from=locked.balance - locked.held,
     )
     limits.reached(team_id, actor, total, now)
     return _hold_result(hold_id)

@@ -13,6 +13,7 @@ from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from . import limits
 from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
 from .holds import close_hold, holds_on_block, holds_on_reference
+from .overage import cover_shortfall
 from .recharge_due import crossed, record_due
 from .rules import (
     SYSTEM,
@@ -136,13 +137,17 @@ def _debit(
     now: datetime,
 ) -> Receipt:
     fingerprint = fingerprint_of(kind, amount=amount, feature=feature)
-    before = lock(team_id)
+    locked = before = lock(team_id)
     if replayed := replay(team_id, key, fingerprint):
         return replayed
     total = limits.check(team_id, actor, amount, now) if kind == "spend" else None
     available, draws = draws_for(team_id, amount, now)
     if available < amount:
-        raise InsufficientCredits(amount, available)
+        if kind != "spend":
+            raise InsufficientCredits(amount, available)
+        # Only a spend that does not fit pays for this: an opted-in team's overage, up to its cap.
+        before = cover_shortfall(team_id, before, required=amount, available=available, key=key, actor=actor, now=now)
+        available, draws = draws_for(team_id, amount, now)
     changes = [(block.id, -take, 0) for block, take in draws]
     result = write(
         team_id,
@@ -156,8 +161,10 @@ def _debit(
         description=description,
         meta=meta,
         feature=feature,
+        alert_from=locked.balance - locked.held,
     )
-    if crossed(before, result.balance_after):
+    # Against the balance the lock read: an overage grant just before this write is no crossing of its own.
+    if crossed(locked, result.balance_after):
         record_due(team_id, result.balance_after, now)
     limits.reached(team_id, actor, total, now)
     return result

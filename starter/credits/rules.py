@@ -94,6 +94,26 @@ class SpendLimit:
     period: str = "month"
 
 
+class OverageCapReached(InsufficientCredits):
+    """Past the credits and past the team's monthly overage cap: refused like any spend that does not fit."""
+
+    def __init__(self, required: int, available: int, *, cap: int, used: int) -> None:
+        super().__init__(required, available)
+        self.cap, self.used = cap, used
+        self.args = (
+            f"This needs {required:,} credits; {available:,} are available and the monthly overage cap "
+            f"allows {max(cap - used, 0):,} more ({used:,} of {cap:,} used).",
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "reason": "overage_cap_reached",
+            "overage_cap": self.cap,
+            "overage_used": self.used,
+        }
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who or what caused a change: ``user``, ``api``, ``admin``, ``stripe`` or ``system``.

@@ -108,6 +108,13 @@ SCHEMAS: dict[str, Any] = {
             "period": {"enum": ["month", "day"], "description": "spend_limit_reached: the limit's period."},
             "scope": {"enum": ["api_key", "member"], "description": "spend_limit_reached: whose limit."},
             "resets_at": {"type": "string", "format": "date-time", "description": "When the limit resets."},
+            "reason": {
+                "type": "string",
+                "enum": ["overage_cap_reached"],
+                "description": "insufficient_credits past the team's monthly overage cap.",
+            },
+            "overage_cap": {"type": "integer", "description": "overage_cap_reached: the monthly cap (credits)."},
+            "overage_used": {"type": "integer", "description": "overage_cap_reached: overage used this period."},
         },
     },
     "Balance": obj(

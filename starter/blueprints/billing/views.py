@@ -11,14 +11,14 @@ from flask_login import current_user
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from ... import catalog, credits, plans
+from ... import catalog, credits, plans, yearly
 from ...access import team_role_required
-from ...billing import BillingError, fulfilment, gateway, testmode, webhooks
+from ...billing import BillingError, fulfilment, gateway, overage, testmode, webhooks
 from ...billing.errors import Ignored
 from ...extensions import db
 from ...models import Purchase
 from ...teams import has_role
-from .forms import CheckoutForm, PortalForm, TestPaymentForm, TestPortalForm
+from .forms import CheckoutForm, OverageForm, PortalForm, TestPaymentForm, TestPortalForm
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
@@ -33,15 +33,46 @@ def purchase_context() -> dict:
     }
 
 
+def chosen_interval() -> str:
+    """The monthly/yearly switch of the pricing and billing pages (``?interval=year``); monthly otherwise."""
+    return "year" if request.args.get("interval") == "year" else "month"
+
+
 @bp.get("")
 @team_role_required("member")
 def index():  # type: ignore[no-untyped-def]
+    setting = overage.setting_of(g.team.id)
+    overage_form = OverageForm(
+        data={"enabled": bool(setting and setting.enabled), "cap": setting.cap_credits if setting else 0}
+    )
     return render_template(
         "billing/index.html",
         plans=list(catalog.PLANS.values()),
         current_plan=plans.plan_of(g.team),
+        interval=chosen_interval(),
+        paid_year=yearly.current_year(g.team.id),
+        overage=overage.summary(g.team),
+        overage_form=overage_form,
         **purchase_context(),
     )
+
+
+@bp.post("/overage")
+@team_role_required("admin")
+def overage_settings():  # type: ignore[no-untyped-def]
+    form = OverageForm()
+    if not form.validate_on_submit():
+        flash("Check the overage form: " + "; ".join(e[0] for e in form.errors.values()), "error")
+        return redirect(url_for("billing.index"), 303)
+    try:
+        overage.configure(g.team, enabled=bool(form.enabled.data), cap=form.cap.data, user_id=current_user.id)
+    except BillingError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("billing.index"), 303)
+    db.session.commit()
+    flash("Overage is on." if form.enabled.data else "Overage is off.", "success")
+    return redirect(url_for("billing.index"), 303)
 
 
 @bp.post("/checkout")
@@ -50,9 +81,11 @@ def checkout():  # type: ignore[no-untyped-def]
     form = CheckoutForm()
     if not form.validate_on_submit():
         abort(400, "Choose a pack or a plan from the list.")
-    kind, code = form.kind.data, form.code.data
+    kind, code, interval = form.kind.data, form.code.data, form.interval.data or "month"
     if (kind == "pack" and catalog.pack(code) is None) or (kind == "plan" and catalog.plan(code) is None):
         abort(400, "That pack or plan does not exist.")
+    if kind == "plan" and interval == "year" and not catalog.PLANS[code].sold_yearly:
+        abort(400, "That plan is not sold yearly.")
     if not gateway.is_configured():
         return not_configured()
     try:
@@ -62,7 +95,15 @@ def checkout():  # type: ignore[no-untyped-def]
                 return redirect(url_for("billing.index"), 303)
             # A team that already pays changes or cancels its plan in the portal.
             return redirect(gateway.portal_url(g.team, current_user.email, "/billing"), 303)
-        url = gateway.create_checkout(g.team, current_user.email, kind, code, current_user.id, form.attempt.data)
+        url = gateway.create_checkout(
+            g.team,
+            current_user.email,
+            kind,
+            code,
+            current_user.id,
+            form.attempt.data,
+            interval if kind == "plan" else "month",
+        )
     except BillingError as error:
         db.session.rollback()
         flash(str(error), "error")
@@ -174,6 +215,10 @@ def test_portal():  # type: ignore[no-untyped-def]
     form.plan_code.choices = [SelectChoice(p.code, p.name) for p in catalog.PLANS.values() if not p.is_free]
     if form.validate_on_submit():
         try:
+            if form.action.data in ("renew", "renew_failed"):
+                # Stripe finalises a renewal about an hour after the period ends, by when the
+                # scheduler has reported the period's overage; report it now, as that hour would.
+                overage.report_due()
             _deliver(testmode.portal_action(g.team, form.action.data, form.plan_code.data))
         except BillingError as error:
             db.session.rollback()

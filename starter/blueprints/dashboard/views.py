@@ -9,9 +9,9 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, g, render_template, request, stream_with_context, url_for
 from wtforms.fields.choices import SelectChoice
 
-from ... import alerts, catalog, credits, generations, plans, teams
+from ... import alerts, catalog, credits, generations, plans, teams, yearly
 from ...access import team_role_required
-from ...billing import recharge
+from ...billing import overage, recharge
 from ...credits import history, limits, usage
 from ...extensions import db
 from ...models import ENTRY_KINDS, GenerationRun
@@ -41,6 +41,8 @@ def index():  # type: ignore[no-untyped-def]
         summary=recharge.summary(g.team.id),
         low_balance=bool(below),
         low_threshold=min(below) if below else None,
+        paid_year=yearly.current_year(g.team.id),
+        overage=overage.summary(g.team),
         **purchase_context(),
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, render_template, request
 from sqlalchemy import text
 
 from ... import catalog
@@ -13,7 +13,10 @@ bp = Blueprint("main", __name__)
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
-    return render_template("main/index.html", plans=list(catalog.PLANS.values()), packs=list(catalog.PACKS.values()))
+    interval = "year" if request.args.get("interval") == "year" else "month"  # the monthly/yearly switch
+    return render_template(
+        "main/index.html", plans=list(catalog.PLANS.values()), packs=list(catalog.PACKS.values()), interval=interval
+    )
 
 
 @bp.get("/up")
