@@ -169,7 +169,7 @@ def set_limit(team_id: int, key_id: int, spend_limit: int | None, period: str) -
     key = db.session.scalar(select(ApiKey).filter_by(id=key_id, team_id=team_id))
     if key is not None:
         key.spend_limit, key.limit_period = spend_limit, period
-        credits.forget_limit_usage("api_key", key.id)
+        credits.forget_limit_usage(key.team_id, "api_key", key.id)
         db.session.flush()
     return key
 

@@ -602,11 +602,12 @@ class SpendLimitUsage(db.Model):
 
     __tablename__ = "spend_limit_usage"
 
+    # The team is part of the key: a member's limit in one team never counts their spends in another.
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # api_key or member
     subject_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the key's id or the user's
     period: Mapped[str] = mapped_column(String(8), primary_key=True)  # month or day
     period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     used: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -304,6 +304,6 @@ def set_member_limit(actor: Membership, membership_id: int, limit: int | None) -
     from . import credits
 
     target.monthly_limit = limit
-    credits.forget_limit_usage("member", target.user_id)
+    credits.forget_limit_usage(target.team_id, "member", target.user_id)
     db.session.flush()
     return target

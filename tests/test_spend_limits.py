@@ -322,3 +322,28 @@ def test_the_counter_follows_the_ledger_and_a_changed_limit_rebuilds_it(app, cli
     api = Api(app.test_client(), raw)
     assert api.post("/spend", {"amount": 106}, headers={"Idempotency-Key": "y"}).status_code == 201
     assert error_of(api.post("/spend", {"amount": 1}, headers={"Idempotency-Key": "z"}), 403)["used"] == 200
+
+
+def test_a_members_limit_in_one_team_counts_only_that_teams_spends(app, fast_user, make_team):
+    from starter import teams
+
+    user = fast_user("both@example.com", name="Both")
+    alpha, beta = make_team(user, "Alpha"), make_team(user, "Beta")
+    for one in (alpha, beta):
+        credits.grant(one.id, 10_000, source="purchase", key="pack")
+    in_alpha = db.session.scalar(select(Membership).filter_by(team_id=alpha.id, user_id=user.id))
+    in_beta = db.session.scalar(select(Membership).filter_by(team_id=beta.id, user_id=user.id))
+    in_alpha.monthly_limit, in_beta.monthly_limit = 100, 1_000
+    db.session.commit()
+
+    credits.spend(alpha.id, 80, key="a1", actor=teams.actor_for(in_alpha))
+    credits.spend(beta.id, 500, key="b1", actor=teams.actor_for(in_beta))
+    db.session.commit()
+
+    credits.spend(alpha.id, 20, key="a2", actor=teams.actor_for(in_alpha))  # 100 of Alpha's 100: fits
+    db.session.commit()
+    with pytest.raises(credits.SpendLimitReached) as refused:
+        credits.spend(alpha.id, 1, key="a3", actor=teams.actor_for(in_alpha))
+    db.session.rollback()
+    assert refused.value.details()["used"] == 100
+    assert limits.used(beta.id, teams.actor_for(in_beta).limit, datetime.now(UTC)) == 500

@@ -44,17 +44,15 @@ def upgrade():
         batch_op.create_index('ix_outbox_messages_due', ['status', 'next_attempt_at'], unique=False)
 
     op.create_table('spend_limit_usage',
+    sa.Column('team_id', sa.Integer(), nullable=False),
     sa.Column('scope', sa.String(length=16), nullable=False),
     sa.Column('subject_id', sa.BigInteger(), nullable=False),
     sa.Column('period', sa.String(length=8), nullable=False),
     sa.Column('period_start', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('team_id', sa.Integer(), nullable=False),
     sa.Column('used', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_spend_limit_usage_team_id_teams'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('scope', 'subject_id', 'period', 'period_start', name=op.f('pk_spend_limit_usage'))
+    sa.PrimaryKeyConstraint('team_id', 'scope', 'subject_id', 'period', 'period_start', name=op.f('pk_spend_limit_usage'))
     )
-    with op.batch_alter_table('spend_limit_usage', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_spend_limit_usage_team_id'), ['team_id'], unique=False)
 
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('spend_limit', sa.BigInteger(), nullable=True))
@@ -96,9 +94,6 @@ def downgrade():
         batch_op.drop_constraint(op.f('ck_api_keys_limit_period'), type_='check')
         batch_op.drop_column('limit_period')
         batch_op.drop_column('spend_limit')
-
-    with op.batch_alter_table('spend_limit_usage', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_spend_limit_usage_team_id'))
 
     op.drop_table('spend_limit_usage')
 

@@ -74,8 +74,9 @@ def used(team_id: int, limit: SpendLimit, now: datetime) -> int:
     return int(db.session.execute(select(spent + reserved)).scalar_one())
 
 
-def _counter(limit: SpendLimit, start: datetime) -> Any:
+def _counter(team_id: int, limit: SpendLimit, start: datetime) -> Any:
     return and_(
+        usage_t.c.team_id == team_id,
         usage_t.c.scope == limit.scope,
         usage_t.c.subject_id == limit.subject_id,
         usage_t.c.period == limit.period,
@@ -116,21 +117,21 @@ def check(team_id: int, actor: Actor, amount: int, now: datetime, *, spend: bool
     added = amount if spend else 0
     counted = db.session.execute(
         update(usage_t)
-        .where(_counter(limit, start), usage_t.c.used + amount + reserved <= limit.credits)
+        .where(_counter(team_id, limit, start), usage_t.c.used + amount + reserved <= limit.credits)
         .values(used=usage_t.c.used + added)
         .returning(usage_t.c.used)
     ).scalar_one_or_none()
     if counted is not None:
         return int(counted)
     # Rare: the period's first limited change, or a refusal.
-    spent = db.session.execute(select(usage_t.c.used).where(_counter(limit, start))).scalar_one_or_none()
+    spent = db.session.execute(select(usage_t.c.used).where(_counter(team_id, limit, start))).scalar_one_or_none()
     if spent is None:
         spent = _open_counter(team_id, limit, start, end)
     held = int(db.session.execute(select(reserved)).scalar_one())
     if spent + held + amount > limit.credits:
         raise SpendLimitReached(limit, spent + held, amount, (start, end))
     if added:
-        db.session.execute(update(usage_t).where(_counter(limit, start)).values(used=usage_t.c.used + added))
+        db.session.execute(update(usage_t).where(_counter(team_id, limit, start)).values(used=usage_t.c.used + added))
     return int(spent) + added
 
 
@@ -141,15 +142,19 @@ def count_capture(team_id: int, actor: Actor, amount: int, now: datetime) -> Non
         return
     start, end = window(limit.period, now)
     moved = db.session.execute(
-        update(usage_t).where(_counter(limit, start)).values(used=usage_t.c.used + amount)
+        update(usage_t).where(_counter(team_id, limit, start)).values(used=usage_t.c.used + amount)
     ).rowcount  # type: ignore[attr-defined]
     if not moved:
         _open_counter(team_id, limit, start, end)  # the ledger's sum includes the capture just written
 
 
-def forget(scope: str, subject_id: int) -> None:
-    """The subject's limit changed: drop its counters, to be rebuilt from the ledger when next needed."""
-    db.session.execute(delete(usage_t).where(usage_t.c.scope == scope, usage_t.c.subject_id == subject_id))
+def forget(team_id: int, scope: str, subject_id: int) -> None:
+    """The subject's limit in this team changed: drop its counters, rebuilt from the ledger when next needed."""
+    db.session.execute(
+        delete(usage_t).where(
+            usage_t.c.team_id == team_id, usage_t.c.scope == scope, usage_t.c.subject_id == subject_id
+        )
+    )
 
 
 def reached(team_id: int, actor: Actor, total: int | None, now: datetime) -> None:
