@@ -18,7 +18,7 @@ from sqlalchemy import select
 from starter import catalog, credits, scheduler
 from starter.billing import overage
 from starter.extensions import db
-from starter.models import OverageSetting, OverageUsage, PaidYear, Team
+from starter.models import LedgerEntry, OverageSetting, OverageUsage, PaidYear, Team
 from starter.periods import add_months
 from tests import billing_fixtures
 from tests.billing_fixtures import deliver, entries, plan_credits, real_stripe_config
@@ -164,6 +164,34 @@ def test_a_failed_report_is_retried_and_counted_once(app, auth, client, standin,
 
     assert second.overage_reported == 1
     assert metered_total(standin, catalog.OVERAGE_METER_EVENT, "cus_overage1", 0, 2**31) == 300
+
+
+def test_a_row_stripe_refuses_for_good_does_not_hold_back_the_others(app, auth, client, standin, team) -> None:
+    overage_team(auth, client, standin, team)
+    fresh = db.session.scalars(select(OverageUsage)).one()
+    # Usage from before a long outage: older than the 35 days a meter accepts, and first in line.
+    stale = OverageUsage(
+        team_id=team.id,
+        entry_id=db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.kind == "grant").limit(1)),
+        credits=5,
+        plan_code="starter",
+        stripe_customer_id="cus_overage1",
+        identifier="overage-stale",
+        occurred_at=datetime.now(UTC) - timedelta(days=40),
+        attempts=0,
+    )
+    db.session.add(stale)
+    db.session.flush()
+    db.session.execute(OverageUsage.__table__.update().where(OverageUsage.id == fresh.id).values(id=stale.id + 1))
+    db.session.commit()
+
+    assert due_work(app).overage_reported == 1
+
+    assert metered_total(standin, catalog.OVERAGE_METER_EVENT, "cus_overage1", 0, 2**31) == 300
+    db.session.expire_all()
+    refused = db.session.scalars(select(OverageUsage).where(OverageUsage.identifier == "overage-stale")).one()
+    assert refused.reported_at is None and refused.attempts == 1 and "refused" in refused.last_error
+    assert due_work(app).overage_reported == 0  # tried again, still refused, and still nothing else is blocked
 
 
 def test_a_crash_after_stripe_counted_the_event_does_not_count_it_twice(app, auth, client, standin, team) -> None:

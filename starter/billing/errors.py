@@ -24,6 +24,10 @@ class Ignored(Exception):
     """An event that must change nothing (not ours, mismatched): stored with this reason, answered 200."""
 
 
+class MeterEventRefused(BillingError):
+    """Stripe answered a meter event with a 4xx that a retry cannot change (too old, unknown customer)."""
+
+
 class PaymentDeclined(BillingError):
     """Stripe declined an off-session payment (a ``CardError``): its code and the PaymentIntent it left.
 

@@ -22,7 +22,7 @@ from flask import current_app
 from .. import catalog
 from ..extensions import db
 from ..models import Team
-from .errors import BillingError, BillingNotConfigured, PaymentDeclined
+from .errors import BillingError, BillingNotConfigured, MeterEventRefused, PaymentDeclined
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -287,7 +287,7 @@ class StripeGateway(Gateway):
                 log.info("Meter event %s was already delivered", identifier)
                 return
             log.warning("Stripe meter event failed: %s", error)
-            raise BillingError("Stripe refused the usage report.") from error
+            raise MeterEventRefused("Stripe refused the usage report.") from error
         except stripe.StripeError as error:
             log.warning("Stripe meter event failed: %s", error)
             raise BillingError("Could not reach Stripe to report usage.") from error

@@ -25,7 +25,7 @@ from ..credits.core import lock
 from ..extensions import db
 from ..models import OverageSetting, OverageUsage, Team, utcnow
 from . import gateway
-from .errors import BillingError
+from .errors import BillingError, MeterEventRefused
 
 log = logging.getLogger(__name__)
 MAX_CAP = 10_000_000  # credits a month; more is a typo, not a budget
@@ -139,14 +139,16 @@ def report_due(now: datetime | None = None, *, limit: int = 500) -> int:
     """Report up to ``limit`` unreported usage rows to the Billing Meter; returns how many were sent.
 
     Each row is locked (SKIP LOCKED: two schedulers never send the same row at once), sent, and
-    marked reported. A failure is recorded on the row and ends the batch (Stripe is likely down);
-    the next run retries it with the same identifier. The caller commits.
+    marked reported. A failure is recorded on the row. Stripe unreachable or failing ends the batch
+    (the next run retries with the same identifier); a refusal no retry can change (a row older than
+    the meter accepts, a deleted customer) skips that row only, and rows tried least come first, so
+    one bad row never holds back the usage of every other team. The caller commits.
     """
     now = now or utcnow()
     rows = db.session.scalars(
         select(OverageUsage)
         .where(OverageUsage.reported_at.is_(None))
-        .order_by(OverageUsage.id)
+        .order_by(OverageUsage.attempts, OverageUsage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
@@ -164,6 +166,8 @@ def report_due(now: datetime | None = None, *, limit: int = 500) -> int:
             row.attempts += 1
             row.last_error = str(error)[:1000]
             log.warning("Overage usage %s not reported (attempt %s): %s", row.id, row.attempts, error)
+            if isinstance(error, MeterEventRefused):
+                continue
             break
         row.reported_at = now
         row.attempts += 1
