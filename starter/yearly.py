@@ -73,17 +73,18 @@ def grant_month(team: Team, year: PaidYear, now: datetime) -> credits.Receipt | 
     start, end = month
     plan = catalog.plan(year.plan_code) or catalog.FREE_PLAN
     # The months before end at their own time; ending them here too keeps one month live after a switch.
-    for block_id in db.session.scalars(
-        select(CreditBlock.id).where(
-            CreditBlock.team_id == team.id,
-            CreditBlock.source == "plan",
-            CreditBlock.expired_at.is_(None),
-            CreditBlock.period_start != start,
-            CreditBlock.expires_at <= start,
-        )
-    ):
-        credits.expire_block(team.id, block_id, now=now)
-    receipt = plans.grant_plan_credits(team.id, start, end, plan, reference=year.stripe_invoice_id, now=now)
+    with credits.one_change(team.id):  # last month's credits end as this month's arrive: no "ran out" between
+        for block_id in db.session.scalars(
+            select(CreditBlock.id).where(
+                CreditBlock.team_id == team.id,
+                CreditBlock.source == "plan",
+                CreditBlock.expired_at.is_(None),
+                CreditBlock.period_start != start,
+                CreditBlock.expires_at <= start,
+            )
+        ).all():
+            credits.expire_block(team.id, block_id, now=now)
+        receipt = plans.grant_plan_credits(team.id, start, end, plan, reference=year.stripe_invoice_id, now=now)
     if receipt is not None and not receipt.replayed:
         year.months_granted += 1
     year.next_grant_at = end if end < year.ends_at else None

@@ -312,9 +312,10 @@ def _start_paid_period(team: Team, invoice: Json, line: Json, plan: catalog.Plan
         _start_paid_year(team, invoice, plan, start, end, now)
         return
     yearly.stop_years(team.id, "replaced by a monthly period", now=now)
-    for block_id in _unexpired_plan_blocks(team.id, other_than=start):
-        credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
-    plans.start_period(team, start, end, plan, reference=invoice["id"], now=now)
+    with credits.one_change(team.id):  # the old plan credits end as the new ones arrive: no "ran out" between
+        for block_id in _unexpired_plan_blocks(team.id, other_than=start):
+            credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
+        plans.start_period(team, start, end, plan, reference=invoice["id"], now=now)
     log.info("Team %s: %s period %s to %s started by %s", team.id, plan.code, start, end, invoice["id"])
 
 
@@ -325,10 +326,11 @@ def _start_paid_year(team: Team, invoice: Json, plan: catalog.Plan, start: datet
         team, invoice_id=invoice["id"], subscription_id=subscription_id, plan=plan, start=start, end=end
     )
     month = yearly.month_of(year, now)
-    for block_id in _unexpired_plan_blocks(team.id, other_than=month[0] if month else None):
-        credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
-    team.current_period_start, team.current_period_end = start, end
-    yearly.grant_month(team, year, now)
+    with credits.one_change(team.id):  # the old plan credits end as the year's first month arrives
+        for block_id in _unexpired_plan_blocks(team.id, other_than=month[0] if month else None):
+            credits.expire_block(team.id, block_id, now=now, early_reason="a new plan period started")
+        team.current_period_start, team.current_period_end = start, end
+        yearly.grant_month(team, year, now)
     log.info("Team %s: %s yearly %s to %s paid by %s", team.id, plan.code, start, end, invoice["id"])
 
 

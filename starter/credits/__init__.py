@@ -20,6 +20,7 @@ Modules: ``rules`` (errors, results, input checks), ``core`` (lock, replay, entr
 expiry) and ``verify`` (the invariants ``flask credits verify`` checks).
 """
 
+from .core import one_change
 from .holds import capture, hold, release, release_expired_holds
 from .ledger import adjust, clawback, expire_block, expire_due, grant, open_account, spend
 from .limits import forget as forget_limit_usage
@@ -85,6 +86,7 @@ __all__ = [
     "forget_limit_usage",
     "grant",
     "hold",
+    "one_change",
     "open_account",
     "plan_grant_key",
     "quote",

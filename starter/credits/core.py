@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -174,10 +177,42 @@ def write(
             insert(allocations_t),
             [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
         )
-    start = before[0] - before[1] if alert_from is None else alert_from
-    if balance - held < start:
-        alert_if_crossed(team_id, levels, start, balance - held, entry_id)
+    if (batch := _one_change.get()) is not None and team_id in batch:
+        batch[team_id][1] = entry_id  # judged with the rest of the change when it ends (``one_change``)
+    else:
+        start = before[0] - before[1] if alert_from is None else alert_from
+        if balance - held < start:
+            alert_if_crossed(team_id, levels, start, balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
+
+
+# Teams whose writes are one change for the low-balance alerts: team id -> [available at the start, last entry].
+_one_change: ContextVar[dict[int, list[Any]] | None] = ContextVar("one_change", default=None)
+
+
+@contextmanager
+def one_change(team_id: int) -> Iterator[None]:
+    """Judge the writes inside as one change for the low-balance alerts, from the balance before the first
+    to the balance after the last: a new period that expires the old plan credits and grants the new ones
+    must not tell the team it ran out in between. Takes the team's lock; on an error, nothing is judged."""
+    batch = _one_change.get()
+    if batch is not None and team_id in batch:
+        yield  # already inside one change of this team
+        return
+    locked = lock(team_id)
+    token = _one_change.set({**(batch or {}), team_id: [locked.balance - locked.held, None]})
+    try:
+        yield
+        start, entry_id = _one_change.get()[team_id]  # type: ignore[index]
+    finally:
+        _one_change.reset(token)
+    if entry_id is None:
+        return
+    row = db.session.execute(
+        select(balances.c.balance, balances.c.held, balances.c.alert_levels).where(balances.c.team_id == team_id)
+    ).one()
+    if row.balance - row.held < start:
+        alert_if_crossed(team_id, row.alert_levels, start, row.balance - row.held, entry_id)
 
 
 def alert_levels(levels: list[int] | None) -> list[int]:
