@@ -18,7 +18,7 @@ from sqlalchemy import select
 from starter import catalog, credits, scheduler
 from starter.billing import overage
 from starter.extensions import db
-from starter.models import LedgerEntry, OverageSetting, OverageUsage, PaidYear, Team
+from starter.models import InvoiceRecord, LedgerEntry, OverageSetting, OverageUsage, PaidYear, Team
 from starter.periods import add_months
 from tests import billing_fixtures
 from tests.billing_fixtures import deliver, entries, plan_credits, real_stripe_config
@@ -273,3 +273,9 @@ def test_a_refunded_yearly_invoice_takes_back_its_credits_and_stops_the_drip(app
     assert deliver(client, make_event("charge.refunded", charge)).status_code == 200
     assert len(entries(team.id, "clawback")) == 1
     assert credits.verify() == []
+    # Its receipt says so, and a late redelivery of the invoice.paid does not make it "paid" again.
+    record = db.session.scalar(select(InvoiceRecord).where(InvoiceRecord.stripe_invoice_id == paid["id"]))
+    assert record.status == "refunded"
+    assert deliver(client, make_event("invoice.paid", paid)).status_code == 200
+    db.session.expire_all()
+    assert db.session.get(InvoiceRecord, record.id).status == "refunded"

@@ -142,7 +142,8 @@ def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
         db.session.add(record)
     record.amount_cents = int(invoice.get("amount_paid") or 0)
     record.currency = str(invoice.get("currency") or catalog.CURRENCY)
-    record.status = "paid"
+    if first:
+        record.status = "paid"  # a redelivery keeps what refunds and disputes made of it since
     record.hosted_invoice_url = invoice.get("hosted_invoice_url")
     db.session.flush()
     if first:

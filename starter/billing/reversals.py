@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from .. import credits, yearly
 from ..extensions import db
-from ..models import PaymentReversal, Purchase, Team, utcnow
+from ..models import InvoiceRecord, PaymentReversal, Purchase, Team, utcnow
 from . import gateway
 from .customers import team_for
 from .errors import Ignored
@@ -61,13 +61,33 @@ def charge_refunded(charge: Json) -> None:
     reversal = _reversal(team, charge["payment_intent"], "refund", charge["id"])
     reversal.amount_cents = max(reversal.amount_cents or 0, int(charge.get("amount_refunded") or 0))
     settle(team.id, charge["payment_intent"])
-    if db.session.scalar(select(Purchase.id).where(Purchase.stripe_payment_intent_id == charge["payment_intent"])):
-        return
-    # Not a pack: perhaps a yearly plan's invoice, whose refund ends its monthly credits (docs/billing.md).
-    invoice_id = gateway.invoice_of_payment(charge["payment_intent"])
+    # Not a pack: perhaps a subscription invoice (its receipt says so), a yearly one ending its monthly
+    # credits (docs/billing.md).
+    invoice_id = _settle_invoice(team, charge["payment_intent"])
     if invoice_id:
         key = f"yearly-refund:{charge['id']}:{reversal.amount_cents}"
         yearly.refund_year(team, invoice_id, key=key)
+
+
+def _settle_invoice(team: Team, payment_intent: str) -> str | None:
+    """The subscription invoice a payment intent paid (None for a pack); its receipt's status follows the
+    payment's refunds and disputes, as a pack's does."""
+    if db.session.scalar(select(Purchase.id).where(Purchase.stripe_payment_intent_id == payment_intent)):
+        return None
+    invoice_id = gateway.invoice_of_payment(payment_intent)
+    if not invoice_id:
+        return None
+    record = db.session.scalar(
+        select(InvoiceRecord).where(InvoiceRecord.stripe_invoice_id == invoice_id, InvoiceRecord.team_id == team.id)
+    )
+    if record is not None:
+        db.session.flush()
+        found = list(
+            db.session.scalars(select(PaymentReversal).where(PaymentReversal.payment_intent == payment_intent))
+        )
+        refunded = max([r.amount_cents for r in found if r.kind == "refund"], default=0)
+        record.status = _status(record.amount_cents, found, refunded)
+    return invoice_id
 
 
 def _funds(dispute: Json, event_type: str) -> tuple[bool, bool]:
@@ -100,6 +120,7 @@ def dispute_changed(dispute: Json, event_type: str) -> None:
     reversal.funds_withdrawn = bool(reversal.funds_withdrawn) or withdrawn
     reversal.funds_reinstated = bool(reversal.funds_reinstated) or reinstated
     settle(team.id, payment_intent)
+    _settle_invoice(team, payment_intent)
 
 
 def settle(team_id: int, payment_intent: str | None) -> None:
@@ -153,15 +174,15 @@ def settle(team_id: int, payment_intent: str | None) -> None:
             purchase.clawed_back -= give_back
     purchase.clawback_target = target
     purchase.refunded_cents = refunded
-    purchase.status = _status(purchase, found, refunded)
+    purchase.status = _status(purchase.amount_cents, found, refunded)
 
 
-def _status(purchase: Purchase, found: list[PaymentReversal], refunded: int) -> str:
+def _status(amount_cents: int, found: list[PaymentReversal], refunded: int) -> str:
     disputes = [r for r in found if r.kind == "dispute"]
     if any(r.status == "lost" for r in disputes):
         return "dispute_lost"
     if any(r.status in ("needs_response", "under_review") for r in disputes):
         return "disputed"
-    if refunded >= purchase.amount_cents:
+    if refunded >= amount_cents:
         return "refunded"
     return "partially_refunded" if refunded else "paid"
