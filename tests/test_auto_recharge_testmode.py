@@ -139,7 +139,7 @@ def test_authentication_in_test_mode_finishes_through_the_test_bank_page(auth, t
     assert available(team) == 1_900 + SMALL.total_credits
 
 
-def test_receipts_list_a_subscription_invoice_too(auth, team) -> None:
+def test_receipts_list_a_subscription_invoice_too(auth, team, outbox) -> None:
     buy(auth)
     response = start_checkout(auth, "plan", "pro")
     pay(auth, response.headers["Location"])
@@ -148,3 +148,7 @@ def test_receipts_list_a_subscription_invoice_too(auth, team) -> None:
     assert f"{PRO.name} plan invoice" in page
     rows = re.findall(r'data-kind="(\w+)"', page)
     assert rows == ["invoice", "pack"], "newest first"
+    # The invoice's receipt and its email give the credits it granted (the plan's month), not 0.
+    assert f"{PRO.monthly_credits:,}" in page.split('data-kind="invoice"')[1].split("</tr>")[0]
+    [mail_] = [m for m in outbox if m["Subject"] == "Receipt: Subscription invoice"]
+    assert f"{PRO.monthly_credits:,}" in mail_.get_body(preferencelist=("plain",)).get_content()

@@ -133,8 +133,9 @@ def find(team_id: int, kind: str, receipt_id: int) -> Receipt | None:
     return found if found.kind == kind else None
 
 
-def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
-    """A paid subscription invoice, once per invoice id (a redelivery updates the same row)."""
+def record_invoice(team: Team, invoice: Json) -> tuple[InvoiceRecord, bool]:
+    """A paid subscription invoice, once per invoice id (a redelivery updates the same row); and whether
+    this was its first delivery."""
     record = db.session.scalar(select(InvoiceRecord).where(InvoiceRecord.stripe_invoice_id == invoice["id"]))
     first = record is None
     if record is None:
@@ -146,11 +147,14 @@ def record_invoice(team: Team, invoice: Json) -> InvoiceRecord:
         record.status = "paid"  # a redelivery keeps what refunds and disputes made of it since
     record.hosted_invoice_url = invoice.get("hosted_invoice_url")
     db.session.flush()
-    if first:
-        email_receipt(
-            team, "Subscription invoice", record.amount_cents, 0, invoice["id"], invoice.get("hosted_invoice_url")
-        )
-    return record
+    return record, first
+
+
+def email_invoice_receipt(team: Team, record: InvoiceRecord, hosted_url: str | None) -> None:
+    """The receipt email of a subscription invoice, once its credits are known."""
+    email_receipt(
+        team, "Subscription invoice", record.amount_cents, record.credits, record.stripe_invoice_id, hosted_url
+    )
 
 
 def absolute_url(endpoint: str, **values: Any) -> str:

@@ -247,7 +247,13 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
     if not details.get("subscription"):
         raise Ignored("not a subscription invoice")
     team = team_for(invoice.get("customer"), details.get("metadata"))
-    record = receipts.record_invoice(team, invoice)  # paid is paid: a receipt even when nothing is granted
+    record, first = receipts.record_invoice(team, invoice)  # paid is paid: a receipt even when nothing is granted
+    _grant_for_invoice(team, invoice, details, record, notes)
+    if first:
+        receipts.email_invoice_receipt(team, record, invoice.get("hosted_invoice_url"))
+
+
+def _grant_for_invoice(team: Team, invoice: Json, details: Json, record: Any, notes: Notes) -> None:
     current = sync_customer(team, notes)
     lines = _lines(invoice)
     # The plan line: not a proration, and not the metered overage line a renewal may carry.
@@ -269,7 +275,7 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
     if plan is None:
         notes.add(f"invoice {invoice['id']}: its price is not a catalog plan; no credits granted")
         return
-    record.plan_code, record.credits = plan.code, plan.monthly_credits
+    record.plan_code = plan.code
     interval = interval_of(price)
     if interval == "year" and not plan.sold_yearly:
         notes.add(f"invoice {invoice['id']}: {plan.code} is not sold yearly; no credits granted")
@@ -279,6 +285,14 @@ def invoice_paid(invoice: Json, notes: Notes) -> None:
         notes.add(f"invoice {invoice['id']}: its subscription is not the team's current one; no credits granted")
         return
     _start_paid_period(team, invoice, line, plan, interval, notes)
+    # What this invoice granted, as the ledger has it: nothing when a check above or in there said no
+    # (a yearly invoice: its first month, the rest come month by month).
+    db.session.flush()
+    record.credits = db.session.scalar(
+        select(func.coalesce(func.sum(CreditBlock.amount), 0)).where(
+            CreditBlock.team_id == team.id, CreditBlock.source == "plan", CreditBlock.reference == invoice["id"]
+        )
+    )
 
 
 def _check_amounts(
