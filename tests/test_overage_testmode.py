@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from starter import catalog, credits
-from starter.billing import testmode
+from starter.billing import overage, testmode
 from starter.extensions import db
 from starter.models import Membership, OverageSetting, OverageUsage, StripeEvent, Team
 from tests import billing_fixtures
@@ -67,6 +67,36 @@ def test_a_starter_team_spends_past_its_credits_and_the_renewal_bills_the_overag
     assert credits.balance(team.id).plan == STARTER.monthly_credits  # the new month's allowance
     assert "0 of 5,000 credits" in auth.client.get("/dashboard").get_data(as_text=True)  # a new period's cap
     assert credits.verify() == []
+
+
+def test_an_upgrade_bills_the_overage_used_so_far_on_its_own_invoice(auth, team) -> None:
+    subscribe_starter(auth)
+    assert auth.post("/billing/overage", {"enabled": "y", "cap": "5000"}, token_from="/billing").status_code == 303
+    credits.spend(team.id, credits.balance(team.id).available + 2_500, key="big-job")
+    db.session.commit()
+    overage.report_due()  # what the scheduler does: the meter now holds the 2,500
+    db.session.commit()
+    time.sleep(1.1)  # the change comes later than the usage (the meter counts in whole seconds)
+
+    changed = auth.post(
+        "/billing/test-portal", {"action": "change_plan", "plan_code": "pro"}, token_from="/billing/test-portal"
+    )
+
+    assert changed.status_code == 303
+    upgrade = invoices()[-1]
+    assert upgrade["billing_reason"] == "subscription_update"
+    billed = [line for line in upgrade["lines"]["data"] if (line.get("description") or "").startswith("Overage")]
+    assert [(line["quantity"], line["amount"]) for line in billed] == [(2_500, STARTER.overage_cents(2_500))]
+    time.sleep(1.1)  # the next period starts in a later second, as it always does at Stripe
+    auth.post("/billing/test-portal", {"action": "renew"}, token_from="/billing/test-portal")
+    overage_lines = [
+        line
+        for invoice in invoices()
+        for line in invoice["lines"]["data"]
+        if (line.get("description") or "").startswith("Overage")
+    ]
+    assert len(overage_lines) == 1, "billed once: on the change, not again at the renewal"
+    assert credits.balance(team.id).plan == catalog.PLANS["pro"].monthly_credits
 
 
 def test_the_overage_form_refuses_bad_caps_and_a_plan_without_overage(auth, team) -> None:

@@ -310,16 +310,22 @@ def _switch_interval(sub: Json) -> list[Json]:
     if _interval(item["price"]) == "year":
         sub["pending_price"] = shapes.price(plan, "month")
         return [shapes.event("customer.subscription.updated", save(sub))]
-    # Stripe bills every item on one interval: the metered monthly overage item leaves the subscription.
+    # Stripe bills every item on one interval: the metered monthly overage item leaves the subscription,
+    # its usage so far billed on the change's invoice.
+    metered = sub["items"]["data"][1:]
     sub["items"]["data"] = [item]
-    return _bill_change_now(sub, shapes.price(plan, "year"))
+    return _bill_change_now(sub, shapes.price(plan, "year"), metered=metered)
 
 
-def _bill_change_now(sub: Json, new_price: Json) -> list[Json]:
+def _bill_change_now(sub: Json, new_price: Json, *, metered: list[Json] | None = None) -> list[Json]:
     item = sub["items"]["data"][0]
     old_price = item["price"]
-    # An upgrade bills at once: credit for the unused time on the old price, then a full new period.
+    # An upgrade bills at once: credit for the unused time on the old price, then a full new period;
+    # the cycle restarts, so the metered usage of the cut-short period is billed on this invoice too.
     now = int(time.time())
+    cut_short = sub["items"]["data"][1:] if metered is None else metered
+    # Up to the change; from its second on, usage belongs to the new period (billed at its end).
+    usage = _metered_lines(sub, cut_short, item["current_period_start"], now)
     unused = -round(
         old_price["unit_amount"]
         * max(item["current_period_end"] - now, 0)
@@ -330,7 +336,9 @@ def _bill_change_now(sub: Json, new_price: Json) -> list[Json]:
     item.update(price=new_price, current_period_start=start, current_period_end=end)
     sub.pop("pending_price", None)
     full = shapes.line(sub, item["price"], new_price["unit_amount"], start, end, proration=False)
-    invoice = save(shapes.invoice(sub, [credit, full], "subscription_update"))
+    for each in sub["items"]["data"][1:]:
+        each.update(current_period_start=start, current_period_end=end)
+    invoice = save(shapes.invoice(sub, [credit, full, *usage], "subscription_update"))
     sub["latest_invoice"] = invoice["id"]
     return [shapes.event("customer.subscription.updated", save(sub)), shapes.event("invoice.paid", invoice)]
 
@@ -348,28 +356,36 @@ def _renew(sub: Json, *, paid: bool) -> list[Json]:
     for each in sub["items"]["data"]:
         each.update(current_period_start=start, current_period_end=end)
     lines = [shapes.line(sub, item["price"], item["price"]["unit_amount"], start, end, proration=False)]
-    for metered in sub["items"]["data"][1:]:
-        # Metered usage is billed in arrears: what the meter summed over the period that just ended.
-        used = metered_usage(sub["customer"], *ended)
-        plan = catalog.plan(metered["price"]["product"]["metadata"]["overage_plan_code"])
-        if used and plan is not None:
-            lines.append(
-                shapes.line(
-                    sub,
-                    metered["price"],
-                    plan.overage_cents(used),
-                    *ended,
-                    proration=False,
-                    item=metered,
-                    quantity=used,
-                    description=f"Overage: {used:,} credits at {metered['price']['unit_amount_decimal']} cents each",
-                )
-            )
+    lines += _metered_lines(sub, sub["items"]["data"][1:], *ended)
     invoice = save(shapes.invoice(sub, lines, "subscription_cycle", paid=paid))
     sub["latest_invoice"] = invoice["id"]
     sub["status"] = "active" if paid else "past_due"
     kind = "invoice.paid" if paid else "invoice.payment_failed"
     return [shapes.event("customer.subscription.updated", save(sub)), shapes.event(kind, invoice)]
+
+
+def _metered_lines(sub: Json, metered: list[Json], start: int, end: int) -> list[Json]:
+    """Metered usage is billed in arrears: one line per metered item for what the meter summed from
+    ``start`` to ``end`` (the period that ended, or was cut short by a change)."""
+    lines = []
+    for each in metered:
+        used = metered_usage(sub["customer"], start, end)
+        plan = catalog.plan(each["price"]["product"]["metadata"]["overage_plan_code"])
+        if used and plan is not None:
+            lines.append(
+                shapes.line(
+                    sub,
+                    each["price"],
+                    plan.overage_cents(used),
+                    start,
+                    end,
+                    proration=False,
+                    item=each,
+                    quantity=used,
+                    description=f"Overage: {used:,} credits at {each['price']['unit_amount_decimal']} cents each",
+                )
+            )
+    return lines
 
 
 def _retry(sub: Json) -> list[Json]:
