@@ -253,6 +253,17 @@ class CreditBlock(db.Model):
         UniqueConstraint("team_id", "source", "period_start"),
         Index("ix_credit_blocks_team_spend_order", "team_id", "expires_at", "created_at", "id"),
         Index("ix_credit_blocks_team_reference", "team_id", "reference"),
+        # The spending order (expires_at ASC NULLS LAST, created_at, id) over the blocks a spend can draw
+        # from: a spend reads the first few rows, however many blocks, spent or expired, the team has.
+        Index(
+            "ix_credit_blocks_spendable",
+            "team_id",
+            "expires_at",
+            "created_at",
+            "id",
+            postgresql_where=text("expired_at IS NULL AND remaining > held"),
+            sqlite_where=text("expired_at IS NULL AND remaining > held"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -10,12 +10,14 @@ import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from sqlalchemy import event, select
 
 from starter import credits
+from starter.credits import core
 from starter.extensions import db
 from starter.models import Hold
 
@@ -185,7 +187,11 @@ class LedgerMachine(RuleBasedStateMachine):
         assert credits.verify() == []
 
 
-def test_random_operation_sequences_match_the_model(app):
+@pytest.mark.parametrize("batch", [None, 1], ids=["default-batch", "batch-of-1"])
+def test_random_operation_sequences_match_the_model(app, monkeypatch, batch):
+    """With a batch of one block, nearly every spend and hold also takes the read-them-all fallback."""
+    if batch is not None:
+        monkeypatch.setattr(core, "SPEND_BATCH", batch)
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 
 from ..extensions import db
 from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
@@ -74,8 +74,17 @@ def receipt(row: Any, replayed: bool = False) -> Receipt:
     )
 
 
-def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> list[Any]:
-    """Blocks with unheld credits, unexpired at ``now``, in the one spending order."""
+# Blocks read per spend before the fallback: a spend or hold that these do not cover reads the rest.
+SPEND_BATCH = 16
+
+
+def spendable_query(team_id: int, now: datetime, *, reference: str | None = None, limit: int | None = None) -> Select:
+    """Blocks with unheld credits, unexpired at ``now``, in the one spending order (the first ``limit``).
+
+    Soonest expiry first, never-expiring last, then oldest: ``expires_at ASC NULLS LAST`` is the natural
+    order of the partial index ``ix_credit_blocks_spendable`` on PostgreSQL, so the database reads the
+    first rows of the index instead of sorting every block of the team.
+    """
     query = (
         select(blocks_t.c.id, blocks_t.c.remaining, blocks_t.c.held, blocks_t.c.expires_at)
         .where(
@@ -84,18 +93,31 @@ def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> l
             blocks_t.c.remaining > blocks_t.c.held,
             or_(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at > now),
         )
-        .order_by(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at, blocks_t.c.created_at, blocks_t.c.id)
+        .order_by(blocks_t.c.expires_at.asc().nulls_last(), blocks_t.c.created_at, blocks_t.c.id)
     )
     if reference is not None:
         query = query.where(blocks_t.c.reference == reference)
-    return list(db.session.execute(query))
+    if limit is not None:
+        query = query.limit(limit)
+    return query
+
+
+def spendable(team_id: int, now: datetime, *, reference: str | None = None, limit: int | None = None) -> list[Any]:
+    return list(db.session.execute(spendable_query(team_id, now, reference=reference, limit=limit)))
 
 
 def draws_for(
-    team_id: int, amount: int, now: datetime, *, reference: str | None = None
+    team_id: int, amount: int, now: datetime, *, reference: str | None = None, exact: bool = False
 ) -> tuple[int, list[tuple[Any, int]]]:
-    """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less."""
-    blocks = spendable(team_id, now, reference=reference)
+    """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less.
+
+    Reads the first ``SPEND_BATCH`` blocks; only when they do not cover ``amount`` does it read them all,
+    so a shortfall still reports the true total. When the batch covers ``amount``, "available" is what
+    the batch holds (at least ``amount``, maybe less than the team's total); ``exact`` reads every block.
+    """
+    blocks = spendable(team_id, now, reference=reference, limit=None if exact else SPEND_BATCH)
+    if not exact and len(blocks) == SPEND_BATCH and sum(block.remaining - block.held for block in blocks) < amount:
+        blocks = spendable(team_id, now, reference=reference)
     available = sum(block.remaining - block.held for block in blocks)
     draws, left = [], min(amount, available)
     for block in blocks:
