@@ -200,11 +200,12 @@ def test_random_operation_sequences_match_the_model(app, monkeypatch, batch):
     )
 
 
-def test_a_spend_from_one_block_is_seven_statements(app):
+def test_a_spend_from_one_block_is_eight_statements(app):
     """The statement budget of a spend (BEGIN/COMMIT aside), and why each is there:
 
     1 lock the balance row, 2 look up the idempotency key, 3 read the spendable blocks,
-    4 update the block, 5 update the cached balance, 6 insert the entry, 7 insert its allocation.
+    4 update the block, 5 update the cached balance, 6 insert the entry, 7 add it to the day's usage
+    (the dashboard's rollup, an upsert), 8 insert its allocation.
     """
     team = ledger_team("budget")
     credits.grant(team.id, 100, source="purchase", key="g")
@@ -223,5 +224,10 @@ def test_a_spend_from_one_block_is_seven_statements(app):
     finally:
         event.remove(db.engine, "before_cursor_execute", count)
     verbs = [s.split()[0].upper() for s in statements if not s.upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))]
-    assert len(verbs) <= 7, statements
-    assert verbs == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"]
+    assert len(verbs) <= 8, statements
+    assert verbs == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT", "INSERT"]
+    assert [s.split("(")[0].strip() for s in statements if s.startswith("INSERT")] == [
+        "INSERT INTO ledger_entries",
+        "INSERT INTO usage_days",
+        "INSERT INTO ledger_allocations",
+    ]

@@ -12,6 +12,7 @@ from sqlalchemy import Select, bindparam, insert, or_, select, update
 
 from ..extensions import db
 from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
+from . import rollup
 from .rules import Actor, IdempotencyConflict, InvalidRequest, Receipt
 
 balances = CreditBalance.__table__
@@ -191,6 +192,7 @@ def write(
         "created_at": now,
     }
     entry_id = db.session.execute(insert(entries_t).values(values).returning(entries_t.c.id)).scalar_one()
+    rollup.record(team_id, kind, amount, feature, now)  # spends and captures only
     if changes:
         db.session.execute(
             insert(allocations_t),
