@@ -130,3 +130,28 @@ def test_postgresql_serves_the_spending_order_from_the_partial_index_without_sor
     kinds = [node["Node Type"] for node in plan]
     assert "Sort" not in kinds, kinds
     assert any(node.get("Index Name") == "ix_credit_blocks_spendable" for node in plan), plan
+
+
+def test_a_write_that_names_one_block_twice_applies_both_changes(app):
+    """Both write paths (statement by statement on SQLite, one statement on PostgreSQL) agree on it."""
+    from starter.credits.rules import SYSTEM
+
+    team = ledger_team("twice")
+    granted = credits.grant(team.id, 10, source="purchase", key="g", now=NOW)
+    db.session.commit()
+    before = core.lock(team.id)
+    core.write(
+        team.id,
+        "spend",
+        before=before,
+        changes=[(granted.block_id, -2, 0), (granted.block_id, -3, 0)],
+        key="twice",
+        fingerprint="x",
+        now=NOW,
+        actor=SYSTEM,
+        description="Spend",
+    )
+    db.session.commit()
+    assert remaining_of(team.id) == {granted.block_id: 5}
+    assert credits.balance(team.id, NOW).available == 5
+    assert credits.verify() == []

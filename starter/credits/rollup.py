@@ -40,13 +40,21 @@ def day_of(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
+def usage_of(kind: str, amount: int, feature: str | None, now: datetime) -> tuple[date, str, int] | None:
+    """(day, feature or "", credits used) an entry adds to the rollup; None for kinds that are no usage."""
+    if kind not in USAGE_KINDS:
+        return None
+    return day_of(now), feature or "", -amount
+
+
 def record(team_id: int, kind: str, amount: int, feature: str | None, now: datetime) -> None:
     """Add an entry's usage to its day; other kinds of entry are no usage and cost nothing."""
-    if kind not in USAGE_KINDS:
+    usage = usage_of(kind, amount, feature, now)
+    if usage is None:
         return
+    day, key, used = usage
     db.session.execute(
-        UPSERTS[db.engine.dialect.name],
-        {"team_id": team_id, "day": day_of(now), "feature": feature or "", "credits": -amount},
+        UPSERTS[db.engine.dialect.name], {"team_id": team_id, "day": day, "feature": key, "credits": used}
     )
 
 
