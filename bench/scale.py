@@ -52,6 +52,13 @@ BULK_ENTRIES = text(
     " SELECT :team, 'spend', -1, 0, 1000, 0, 'ai_generation', 'api', 'AI generation', '{}',"
     " 'bulk-' || g, 'bulk', now() - (g % 43200) * interval '1 minute' FROM generate_series(1, :count) AS g"
 )
+# What the ledger would have kept in its usage rollup for those entries (the dashboard reads that).
+BULK_USAGE = text(
+    "INSERT INTO usage_days (team_id, day, feature, credits)"
+    " SELECT team_id, (created_at AT TIME ZONE 'UTC')::date, COALESCE(feature, ''), SUM(-amount)"
+    " FROM ledger_entries WHERE team_id = :team AND kind IN ('spend', 'capture') GROUP BY 1, 2, 3"
+    " ON CONFLICT (team_id, day, feature) DO UPDATE SET credits = EXCLUDED.credits"
+)
 
 
 def make_app(url: str):  # type: ignore[no-untyped-def]
@@ -104,6 +111,7 @@ def member_client(app, entries: int):  # type: ignore[no-untyped-def]
         db.session.commit()
         team_id = user.memberships[0].team_id
         db.session.execute(BULK_ENTRIES, {"team": team_id, "count": max(0, entries - 1)})
+        db.session.execute(BULK_USAGE, {"team": team_id})
         db.session.commit()
         db.session.execute(text("ANALYZE ledger_entries"))
         db.session.commit()

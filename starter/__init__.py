@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from . import config as settings
+from . import dbpool
 from .extensions import csrf, db, limiter, login_manager, migrate
 
 MAX_ROW_ID = 2**63 - 1  # the largest BIGINT
@@ -66,6 +67,11 @@ def register_extensions(app: Flask) -> None:
     from . import models
 
     db.init_app(app)
+    with app.app_context():
+        app.extensions["dbpool"] = {
+            bind: dbpool.install(engine, app.config["DATABASE_PING_IDLE_SECONDS"])
+            for bind, engine in db.engines.items()
+        }
     migrate.init_app(
         app,
         db,

@@ -61,7 +61,11 @@ def from_environment(instance_path: str) -> dict:
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
         "BASE_URL": os.environ.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No pool_pre_ping (a round trip per transaction): starter/dbpool.py pings only a connection that
+        # was idle longer than DATABASE_PING_IDLE_SECONDS or that the server spoke to, and the pool
+        # replaces every connection after DATABASE_POOL_RECYCLE_SECONDS.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": _int("DATABASE_POOL_RECYCLE_SECONDS", 1800)},
+        "DATABASE_PING_IDLE_SECONDS": _int("DATABASE_PING_IDLE_SECONDS", 30),
         "STRIPE_SECRET_KEY": stripe_key,
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip() or None,
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "").strip() or None,

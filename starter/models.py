@@ -7,7 +7,7 @@ credit blocks, ledger entries, holds and balances.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import current_app
@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -253,6 +254,17 @@ class CreditBlock(db.Model):
         UniqueConstraint("team_id", "source", "period_start"),
         Index("ix_credit_blocks_team_spend_order", "team_id", "expires_at", "created_at", "id"),
         Index("ix_credit_blocks_team_reference", "team_id", "reference"),
+        # The spending order (expires_at ASC NULLS LAST, created_at, id) over the blocks a spend can draw
+        # from: a spend reads the first few rows, however many blocks, spent or expired, the team has.
+        Index(
+            "ix_credit_blocks_spendable",
+            "team_id",
+            "expires_at",
+            "created_at",
+            "id",
+            postgresql_where=text("expired_at IS NULL AND remaining > held"),
+            sqlite_where=text("expired_at IS NULL AND remaining > held"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -686,3 +698,19 @@ class OverageUsage(db.Model):
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class UsageDay(db.Model):
+    """Credits used (spends and captures) per team, UTC day and feature: the dashboard's usage chart.
+
+    Kept by the ledger in the same transaction as each spend or capture (``credits.rollup``), so the
+    chart reads at most (30 days) x (features) rows however many entries the window holds;
+    ``flask credits verify`` checks it against the entries. ``feature`` is "" for usage without one.
+    """
+
+    __tablename__ = "usage_days"
+
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    feature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credits: Mapped[int] = mapped_column(BigInteger)

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Select, bindparam, insert, or_, select, text, update
 
 from ..extensions import db
 from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
+from . import rollup
 from .rules import Actor, IdempotencyConflict, InvalidRequest, Receipt
 
 balances = CreditBalance.__table__
@@ -77,8 +78,17 @@ def receipt(row: Any, replayed: bool = False) -> Receipt:
     )
 
 
-def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> list[Any]:
-    """Blocks with unheld credits, unexpired at ``now``, in the one spending order."""
+# Blocks read per spend before the fallback: a spend or hold that these do not cover reads the rest.
+SPEND_BATCH = 16
+
+
+def spendable_query(team_id: int, now: datetime, *, reference: str | None = None, limit: int | None = None) -> Select:
+    """Blocks with unheld credits, unexpired at ``now``, in the one spending order (the first ``limit``).
+
+    Soonest expiry first, never-expiring last, then oldest: ``expires_at ASC NULLS LAST`` is the natural
+    order of the partial index ``ix_credit_blocks_spendable`` on PostgreSQL, so the database reads the
+    first rows of the index instead of sorting every block of the team.
+    """
     query = (
         select(blocks_t.c.id, blocks_t.c.remaining, blocks_t.c.held, blocks_t.c.expires_at)
         .where(
@@ -87,18 +97,31 @@ def spendable(team_id: int, now: datetime, *, reference: str | None = None) -> l
             blocks_t.c.remaining > blocks_t.c.held,
             or_(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at > now),
         )
-        .order_by(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at, blocks_t.c.created_at, blocks_t.c.id)
+        .order_by(blocks_t.c.expires_at.asc().nulls_last(), blocks_t.c.created_at, blocks_t.c.id)
     )
     if reference is not None:
         query = query.where(blocks_t.c.reference == reference)
-    return list(db.session.execute(query))
+    if limit is not None:
+        query = query.limit(limit)
+    return query
+
+
+def spendable(team_id: int, now: datetime, *, reference: str | None = None, limit: int | None = None) -> list[Any]:
+    return list(db.session.execute(spendable_query(team_id, now, reference=reference, limit=limit)))
 
 
 def draws_for(
-    team_id: int, amount: int, now: datetime, *, reference: str | None = None
+    team_id: int, amount: int, now: datetime, *, reference: str | None = None, exact: bool = False
 ) -> tuple[int, list[tuple[Any, int]]]:
-    """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less."""
-    blocks = spendable(team_id, now, reference=reference)
+    """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less.
+
+    Reads the first ``SPEND_BATCH`` blocks; only when they do not cover ``amount`` does it read them all,
+    so a shortfall still reports the true total. When the batch covers ``amount``, "available" is what
+    the batch holds (at least ``amount``, maybe less than the team's total); ``exact`` reads every block.
+    """
+    blocks = spendable(team_id, now, reference=reference, limit=None if exact else SPEND_BATCH)
+    if not exact and len(blocks) == SPEND_BATCH and sum(block.remaining - block.held for block in blocks) < amount:
+        blocks = spendable(team_id, now, reference=reference)
     available = sum(block.remaining - block.held for block in blocks)
     draws, left = [], min(amount, available)
     for block in blocks:
@@ -142,16 +165,6 @@ def write(
     amount = sum(change[1] for change in changes)
     held_delta = sum(change[2] for change in changes)
     balance, held = before[0] + amount, before[1] + held_delta
-    params = [{"b_id": b, "d_remaining": r, "d_held": h} for b, r, h in changes if r or h]
-    if params:
-        db.session.execute(update_block, params)
-    # RETURNING the thresholds: the alert check needs no statement of its own.
-    levels = db.session.execute(
-        update(balances)
-        .where(balances.c.team_id == team_id)
-        .values(balance=balance, held=held, updated_at=now)
-        .returning(balances.c.alert_levels)
-    ).scalar_one()
     values = {
         "team_id": team_id,
         "kind": kind,
@@ -171,12 +184,11 @@ def write(
         "request_hash": fingerprint,
         "created_at": now,
     }
-    entry_id = db.session.execute(insert(entries_t).values(values).returning(entries_t.c.id)).scalar_one()
-    if changes:
-        db.session.execute(
-            insert(allocations_t),
-            [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
-        )
+    usage = rollup.usage_of(kind, amount, feature, now)
+    if db.engine.dialect.name == "postgresql":
+        entry_id, levels = _write_in_one_statement(values, changes, usage, now)
+    else:
+        entry_id, levels = _write_statement_by_statement(values, changes, usage, now)
     if (batch := _one_change.get()) is not None and team_id in batch:
         batch[team_id][1] = entry_id  # judged with the rest of the change when it ends (``one_change``)
     else:
@@ -184,6 +196,95 @@ def write(
         if balance - held < start:
             alert_if_crossed(team_id, levels, start, balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
+
+
+def _write_statement_by_statement(
+    values: dict[str, Any], changes: list[tuple[int, int, int]], usage: tuple | None, now: datetime
+) -> tuple[int, Any]:
+    """The write as separate statements (SQLite): blocks, balance, entry, usage, allocations."""
+    team_id = values["team_id"]
+    params = [{"b_id": b, "d_remaining": r, "d_held": h} for b, r, h in changes if r or h]
+    if params:
+        db.session.execute(update_block, params)
+    # RETURNING the thresholds: the alert check needs no statement of its own.
+    levels = db.session.execute(
+        update(balances)
+        .where(balances.c.team_id == team_id)
+        .values(balance=values["balance_after"], held=values["held_after"], updated_at=now)
+        .returning(balances.c.alert_levels)
+    ).scalar_one()
+    entry_id = db.session.execute(insert(entries_t).values(values).returning(entries_t.c.id)).scalar_one()
+    if usage is not None:
+        day, feature, used = usage
+        db.session.execute(
+            rollup.UPSERTS[db.engine.dialect.name],
+            {"team_id": team_id, "day": day, "feature": feature, "credits": used},
+        )
+    if changes:
+        db.session.execute(
+            insert(allocations_t),
+            [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
+        )
+    return entry_id, levels
+
+
+# The same write as one statement on PostgreSQL (one round trip instead of five): data-modifying CTEs,
+# the per-block changes passed as arrays. Built once; what it writes is computed by ``write`` above.
+WRITE_SQL = text(
+    """
+WITH changes AS (
+    SELECT * FROM unnest(CAST(:block_ids AS bigint[]), CAST(:d_remaining AS bigint[]), CAST(:d_held AS bigint[]))
+        WITH ORDINALITY AS c(block_id, d_remaining, d_held, n)
+), moved AS (
+    UPDATE credit_blocks AS b SET remaining = b.remaining + c.d_remaining, held = b.held + c.d_held
+    FROM (
+        SELECT block_id, CAST(sum(d_remaining) AS bigint) AS d_remaining, CAST(sum(d_held) AS bigint) AS d_held
+        FROM changes GROUP BY block_id
+    ) AS c
+    WHERE b.id = c.block_id AND (c.d_remaining <> 0 OR c.d_held <> 0)
+    RETURNING b.id
+), balance AS (
+    UPDATE credit_balances SET balance = :balance_after, held = :held_after, updated_at = :created_at
+    WHERE team_id = :team_id
+    RETURNING alert_levels
+), entry AS (
+    INSERT INTO ledger_entries (team_id, kind, amount, held_delta, balance_after, held_after, block_id, hold_id,
+        feature, actor_type, actor_user_id, api_key_id, description, metadata, idempotency_key, request_hash,
+        created_at)
+    VALUES (:team_id, :kind, :amount, :held_delta, :balance_after, :held_after, :block_id, :hold_id, :feature,
+        :actor_type, :actor_user_id, :api_key_id, :description, CAST(:metadata AS json), :idempotency_key,
+        :request_hash, :created_at)
+    RETURNING id
+), used AS (
+    INSERT INTO usage_days (team_id, day, feature, credits)
+    SELECT :team_id, CAST(:usage_day AS date), :usage_feature, :usage_credits WHERE CAST(:is_usage AS boolean)
+    ON CONFLICT (team_id, day, feature) DO UPDATE SET credits = usage_days.credits + EXCLUDED.credits
+), allocated AS (
+    INSERT INTO ledger_allocations (entry_id, block_id, amount, held_delta)
+    SELECT entry.id, c.block_id, c.d_remaining, c.d_held FROM entry, changes AS c ORDER BY c.n
+)
+SELECT entry.id, balance.alert_levels FROM entry, balance
+"""
+)
+
+
+def _write_in_one_statement(
+    values: dict[str, Any], changes: list[tuple[int, int, int]], usage: tuple | None, now: datetime
+) -> tuple[int, Any]:
+    day, feature, used = usage if usage is not None else (None, "", 0)
+    params = {
+        **values,
+        "metadata": json.dumps(values["metadata"]),
+        "block_ids": [b for b, _, _ in changes],
+        "d_remaining": [r for _, r, _ in changes],
+        "d_held": [h for _, _, h in changes],
+        "is_usage": usage is not None,
+        "usage_day": day,
+        "usage_feature": feature,
+        "usage_credits": used,
+    }
+    row = db.session.execute(WRITE_SQL, params).one()
+    return row[0], row[1]
 
 
 # Teams whose writes are one change for the low-balance alerts: team id -> [available at the start, last entry].

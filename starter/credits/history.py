@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, or_, select
 
 from ..extensions import db
 from ..models import ApiKey, LedgerEntry, User, utcnow
+from .rollup import by_day
 
-USAGE_KINDS = ("spend", "capture")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ID = 2**63 - 1  # the largest BIGINT: a cursor past it names no row
 CURSOR = re.compile(r"(-?[0-9]{1,18})\.([0-9]{1,19})")
@@ -100,11 +100,16 @@ def page(team_id: int, filters: Filters, *, after: tuple[datetime, int] | None =
     return rows, cursor
 
 
-def stream(team_id: int, filters: Filters, batch: int = 1_000) -> Iterator:
-    """Every matching entry, read in keyset batches so an export of any size runs in bounded memory."""
+def stream(team_id: int, filters: Filters, batch: int = 1_000, first: int | None = None) -> Iterator:
+    """Every matching entry, read in keyset batches so an export of any size runs in bounded memory.
+
+    ``first``: the size of the first batch, if smaller, so the first rows come out quickly.
+    """
     after = None
+    size = first or batch
     while True:
-        rows, after = page(team_id, filters, after=after, size=batch)
+        rows, after = page(team_id, filters, after=after, size=size)
+        size = batch
         yield from rows
         if after is None:
             return
@@ -118,29 +123,12 @@ def actor_label(row: Any) -> str:
     return row.actor_name or row.LedgerEntry.actor_type.title()
 
 
-def _day(column):  # type: ignore[no-untyped-def]
-    if db.engine.dialect.name == "postgresql":
-        return func.date(func.timezone("UTC", column))
-    return func.date(column)
-
-
 def usage_by_day(team_id: int, days: int = 30, now: datetime | None = None) -> dict[date, dict[str, int]]:
-    """Credits used per UTC day and feature over the last ``days`` days: one aggregate query."""
+    """Credits used per UTC day and feature over the last ``days`` days, from the ``usage_days`` rollup."""
     now = now or utcnow()
     first = (now - timedelta(days=days - 1)).date()
-    day = _day(LedgerEntry.created_at)
-    rows = db.session.execute(
-        select(day, func.coalesce(LedgerEntry.feature, ""), func.sum(-LedgerEntry.amount))
-        .where(
-            LedgerEntry.team_id == team_id,
-            LedgerEntry.kind.in_(USAGE_KINDS),
-            LedgerEntry.created_at >= start_of(first),
-        )
-        .group_by(day, func.coalesce(LedgerEntry.feature, ""))
-    ).all()
     usage: dict[date, dict[str, int]] = {first + timedelta(days=n): {} for n in range(days)}
-    for value, feature, used in rows:
-        key = value if isinstance(value, date) else date.fromisoformat(str(value))
-        if key in usage:
-            usage[key][feature or "other"] = int(used or 0)
+    for day, feature, used in by_day(team_id, first):
+        if day in usage:
+            usage[day][feature or "other"] = used
     return usage

@@ -91,6 +91,6 @@ class Quote:
 def quote(team_id: int, amount: int, now: datetime | None = None) -> Quote:
     """Which blocks a spend of ``amount`` would draw from now, without spending (no lock taken)."""
     check_amount(amount)
-    available, taken = draws_for(team_id, amount, now or utcnow())
+    available, taken = draws_for(team_id, amount, now or utcnow(), exact=True)
     draws = [Draw(block.id, credits, block.expires_at) for block, credits in taken]
     return Quote(amount=amount, available=available, draws=draws)

@@ -18,7 +18,7 @@ from sqlalchemy import Integer, String, case, cast, func, select
 
 from ..extensions import db
 from ..models import ApiKey, LedgerEntry, Membership, User
-from .history import USAGE_KINDS
+from .rollup import USAGE_KINDS
 
 GROUPS = ("day", "feature", "member", "api_key")
 MAX_DAYS = 366

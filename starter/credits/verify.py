@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 
 from ..extensions import db
+from . import rollup
 from .core import allocations_t, balances, blocks_t, entries_t, holds_t
 
 
@@ -158,5 +159,8 @@ def verify() -> list[Problem]:
         .where(and_(blocks_t.c.team_id != entries_t.c.team_id))
     ):
         problems.append(Problem(team_id, f"entry {entry_id} touches another team's block"))
+
+    # 6. The dashboard's usage rollup says what the spends and captures say, day by day.
+    problems.extend(Problem(team_id, message) for team_id, message in rollup.check())
 
     return sorted(problems, key=lambda problem: problem.team_id)

@@ -111,7 +111,12 @@ def history_csv():  # type: ignore[no-untyped-def]
         writer.writerow(
             ["id", "created_at", "kind", "description", "feature", "amount", "balance_after", "held_change", "actor"]
         )
-        for row in history.stream(team_id, filters):
+        # The header goes out at once and the first batch is small: the first byte does not wait for a
+        # 64 kB buffer to fill, whatever the size of the export.
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        for row in history.stream(team_id, filters, first=50):
             entry = row.LedgerEntry
             writer.writerow(
                 [
