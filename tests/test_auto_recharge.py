@@ -26,6 +26,7 @@ from tests.stripe_events import make_event, signed_request
 from tests.stripe_factories import make_charge
 from tests.stripe_standin import StripeStandIn
 from tests.stripe_standin_payments import authenticate, make_payment_method
+from tests.test_credits_concurrency import race
 
 SMALL, MEDIUM = catalog.PACKS["small"], catalog.PACKS["medium"]
 extra_config, owner, standin, team = (
@@ -485,38 +486,9 @@ def test_a_disputed_pack_shows_as_disputed(auth, standin, team) -> None:
 # -- PostgreSQL races ---------------------------------------------------------------------------------------
 
 
-def _in_thread(app, operation):
-    def run(*args):
-        with app.app_context():
-            try:
-                result = operation(*args)
-                db.session.commit()
-                return result
-            except credits.CreditError as error:
-                db.session.rollback()
-                return error
-            finally:
-                db.session.remove()
-
-    return run
-
-
-def _race(app, operation, calls, workers=16):
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    barrier = threading.Barrier(workers)
-    wrapped = _in_thread(app, operation)
-
-    def start(args):
-        try:
-            barrier.wait(timeout=2)
-        except threading.BrokenBarrierError:
-            pass
-        return wrapped(*args)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(start, calls))
+def _race(app, operation, calls):
+    """16 workers released together (a longer wait at the start: these operations reach Stripe too)."""
+    return race(app, operation, calls, 16, barrier_seconds=2)
 
 
 @pytest.mark.postgres

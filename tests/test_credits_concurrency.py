@@ -49,13 +49,13 @@ def in_thread(app, operation):
     return run
 
 
-def race(app, operation, calls, workers):
+def race(app, operation, calls, workers, *, barrier_seconds: float = 0.5):
     barrier = threading.Barrier(workers)
     wrapped = in_thread(app, operation)
 
     def start(args):
         try:
-            barrier.wait(timeout=0.5)
+            barrier.wait(timeout=barrier_seconds)
         except threading.BrokenBarrierError:
             pass  # later calls start as soon as a worker is free
         return wrapped(*args)
