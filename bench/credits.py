@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import FloorSpender, burst, interleave, machine, median_ratio, report, scratch_database, spread
+from sqlalchemy import event
 
 from starter import create_app, credits
 from starter.extensions import db
@@ -82,6 +83,28 @@ def app_spender(app, team_id: int, label: str) -> Callable[[], None]:  # type: i
     return spend
 
 
+def round_trips_of_a_spend(app, team_id: int) -> int:  # type: ignore[no-untyped-def]
+    """Round trips of one spend and its commit: each statement, plus psycopg2's BEGIN and the COMMIT."""
+    sent: list[str] = []
+
+    def statement(*_args) -> None:  # type: ignore[no-untyped-def]
+        sent.append("statement")
+
+    def commit(*_args) -> None:  # type: ignore[no-untyped-def]
+        sent.append("COMMIT")
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", statement)
+        event.listen(db.engine, "commit", commit)
+        try:
+            credits.spend(team_id, 1, key=f"round-trips-{time.monotonic_ns()}")
+            db.session.commit()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", statement)
+            event.remove(db.engine, "commit", commit)
+    return 1 + len(sent)  # BEGIN, sent by psycopg2 before the first statement
+
+
 def main() -> None:
     with scratch_database("starter_bench_credits") as url:
         app = make_app(url)
@@ -105,6 +128,7 @@ def main() -> None:
         try:
             interleave(variants, 1)  # warm-up, not counted: connections, pools, statement caches
             figures = interleave(variants, ROUNDS)
+            trips = round_trips_of_a_spend(app, make_teams(app, 1, "trips")[0][0])
             with app.app_context():
                 # The floor writes no allocations, so only the app's teams must add up.
                 if problems := [p for p in credits.verify() if p.team_id not in floor_team_ids]:
@@ -134,11 +158,12 @@ def main() -> None:
         f"in-process spend ÷ floor, {label}": median_ratio(figures, f"app {label}", f"floor {label}")
         for label, _, _ in LOADS
     }
-    report({**headline, "one hot team, 8 threads ÷ 1 thread": hot})
+    report({**headline, "one hot team, 8 threads ÷ 1 thread": hot, "round trips per spend": trips})
     print(
         f"\nOne hot team, 8 threads ÷ its 1-thread rate: {hot:.2f}"
         f" (per round {spread(figures, 'app 8 threads, one team', 'app 1 thread')})"
     )
+    print(f"Round trips per spend, BEGIN and COMMIT included (counted, not timed): {trips}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "history, 100,000 entries ÷ 10": ("≤ 1.3", lambda x: x <= 1.3),
     "CSV, 100,000 entries ÷ 10": ("≤ 1.3", lambda x: x <= 1.3),
     "monthly job ÷ per-team loop": ("≤ 0.03", lambda x: x <= 0.03),
+    "round trips per spend": ("≤ 4", lambda x: x <= 4),
 }
 
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import ledger_functions
 from .extensions import db
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids for the big tables.
@@ -714,3 +715,7 @@ class UsageDay(db.Model):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     feature: Mapped[str] = mapped_column(String(64), primary_key=True)
     credits: Mapped[int] = mapped_column(BigInteger)
+
+
+# The ledger's PL/pgSQL functions live in the schema too: ``create_all`` makes them after the tables.
+ledger_functions.register(db.metadata)

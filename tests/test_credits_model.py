@@ -7,6 +7,7 @@ the real ledger must agree with it, never go negative, and pass ``verify``.
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from sqlalchemy import event, select
 
-from starter import credits
+from starter import credits, ledger_functions
 from starter.credits import core
 from starter.extensions import db
 from starter.models import Hold
@@ -203,42 +204,98 @@ def test_random_operation_sequences_match_the_model(app, monkeypatch, batch):
 def test_the_statement_budget_of_a_spend_from_one_block(app, backend):
     """The statement budget of a spend (BEGIN/COMMIT aside), and why each is there.
 
-    Both backends: 1 lock the balance row, 2 look up the idempotency key, 3 read the spendable blocks.
-    SQLite then writes statement by statement: 4 update the block, 5 update the cached balance, 6 insert
-    the entry, 7 add it to the day's usage (the dashboard's rollup, an upsert), 8 insert its allocation.
-    PostgreSQL writes all five in one statement (``core.WRITE_SQL``): 4 statements, and with BEGIN and
-    COMMIT 6 round trips (no ping: see ``starter/dbpool.py``).
+    PostgreSQL: 1 ``credit_open`` (lock the balance row, then look up the idempotency key and read the
+    first spendable blocks), 2 ``credit_write`` (block, cached balance, entry, the day's usage, its
+    allocation): with BEGIN and COMMIT four round trips, and no ping (see ``starter/dbpool.py``).
+    SQLite, statement by statement: 1 lock the balance row, 2 look up the key, 3 read the spendable
+    blocks, 4 update the block, 5 update the cached balance, 6 insert the entry, 7 add it to the day's
+    usage (an upsert), 8 insert its allocation.
     """
     team = ledger_team("budget")
     credits.grant(team.id, 100, source="purchase", key="g")
     team_id = team.id
     db.session.commit()
-    pings = app.extensions["dbpool"][None]
-    pings_before = pings.pings if pings else 0
 
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        statements.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with round_trips(app) as sent:
         credits.spend(team_id, 5, key="budget")
         db.session.commit()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    sent = [s for s in statements if not s.upper().startswith(("BEGIN", "COMMIT", "PRAGMA"))]
-    verbs = [s.split()[0].upper() for s in sent]
+    statements = [s for s in sent if not s.startswith(("BEGIN", "COMMIT", "PRAGMA"))]
     if backend == "postgresql":
-        assert verbs == ["SELECT", "SELECT", "SELECT", "WITH"], statements
-        assert pings.pings == pings_before  # no SELECT 1 before the transaction
+        assert sent == ["BEGIN", "credit_open", "credit_write", "COMMIT"], sent
     else:
+        verbs = [s.split()[0].upper() for s in statements]
         assert verbs == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT", "INSERT"], statements
-        assert [s.split("(")[0].strip() for s in sent if s.startswith("INSERT")] == [
+        assert [s.split("(")[0].strip() for s in statements if s.startswith("INSERT")] == [
             "INSERT INTO ledger_entries",
             "INSERT INTO usage_days",
             "INSERT INTO ledger_allocations",
         ]
     receipt = credits.spend(team_id, 5, key="budget")  # what was written reads back the same either way
     assert receipt.replayed and receipt.amount == -5 and receipt.balance_after == 95
+    assert credits.verify() == []
+
+
+@contextmanager
+def round_trips(app):  # type: ignore[no-untyped-def]
+    """What the block sends to the database, in order: a ledger function by its name, another statement
+    as written, BEGIN and COMMIT (psycopg2 sends BEGIN before a transaction's first statement) and any
+    pool ping ("PING", from ``starter/dbpool.py``) each as one round trip."""
+    sent: list[str] = []
+    pool = app.extensions["dbpool"][None]
+    pings_before = pool.pings if pool else 0
+    implicit_begin = db.engine.dialect.name == "postgresql"  # SQLite's BEGIN IMMEDIATE is a statement
+
+    def statement(conn, cursor, text, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if implicit_begin and (not sent or sent[-1] == "COMMIT"):
+            sent.append("BEGIN")
+        name = text.split("(")[0].removeprefix("SELECT * FROM ").strip()
+        sent.append(name if name in ledger_functions.FUNCTIONS else " ".join(text.split()))
+
+    def commit(conn):  # type: ignore[no-untyped-def]
+        sent.append("COMMIT")
+
+    event.listen(db.engine, "before_cursor_execute", statement)
+    event.listen(db.engine, "commit", commit)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", statement)
+        event.remove(db.engine, "commit", commit)
+    if pool:
+        sent[:0] = ["PING"] * (pool.pings - pings_before)
+
+
+@pytest.mark.postgres
+def test_holds_captures_and_releases_cost_four_round_trips(app, backend):
+    """Hold, capture and release are BEGIN, ``credit_open``, ``credit_write``, COMMIT too."""
+    team = ledger_team("budget-holds")
+    credits.grant(team.id, 100, source="purchase", key="g")
+    team_id = team.id
+    db.session.commit()
+    four = ["BEGIN", "credit_open", "credit_write", "COMMIT"]
+
+    with round_trips(app) as sent:
+        first = credits.hold(team_id, 30, key="h1")
+        db.session.commit()
+    assert sent == four
+    with round_trips(app) as sent:
+        captured = credits.capture(team_id, first.id, 12, key="c1")
+        db.session.commit()
+    assert sent == four
+    second = credits.hold(team_id, 20, key="h2")
+    db.session.commit()
+    with round_trips(app) as sent:
+        released = credits.release(team_id, second.id, key="r1")
+        db.session.commit()
+    assert sent == four
+    # What each answered is what a fresh read of the hold says.
+    for result in (captured, released):
+        row = db.session.get(Hold, result.id)
+        assert (row.status, row.amount, row.captured_amount, row.expires_at) == (
+            result.status,
+            result.amount,
+            result.captured_amount,
+            result.expires_at,
+        )
+    assert credits.balance(team_id).available == 100 - 12
     assert credits.verify() == []

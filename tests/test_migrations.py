@@ -9,7 +9,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from starter import create_app
+from starter import create_app, ledger_functions
 from starter.extensions import db
 
 from .conftest import TEST_DATABASE_URL
@@ -26,12 +26,45 @@ def roundtrip(url: str) -> None:
         assert drift == [], f"models and migrations differ: {drift}"
         with db.engine.connect() as connection:
             assert partial_index_drift(connection) == []
+            assert function_drift(connection) == []
         assert {table.name for table in db.metadata.sorted_tables} <= tables
 
         downgrade(revision="base")
         with db.engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) <= {"alembic_version"}
+            if connection.dialect.name == "postgresql":
+                assert ledger_function_definitions(connection) == {}
         db.engine.dispose()
+
+
+def ledger_function_definitions(connection) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The ledger's functions as PostgreSQL keeps them (signature and body, in its own words)."""
+    rows = connection.execute(
+        text("SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE proname = ANY(:names)"),
+        {"names": list(ledger_functions.FUNCTIONS)},
+    )
+    return dict(rows.all())
+
+
+def function_drift(connection) -> list[str]:  # type: ignore[no-untyped-def]
+    """The migrations' functions against ``starter/ledger_functions.py`` (what ``create_all`` makes): the
+    migrated definitions, then the app's replacing them in a transaction rolled back, compared."""
+    if connection.dialect.name != "postgresql":
+        return []
+    migrated = ledger_function_definitions(connection)
+    connection.rollback()  # end the autobegun read: the replacement below is rolled back on its own
+    with connection.begin() as replacing:
+        for sql in ledger_functions.FUNCTIONS.values():
+            connection.exec_driver_sql(sql)
+        current = ledger_function_definitions(connection)
+        replacing.rollback()
+    problems = [f"{name} is missing after the migrations" for name in current if name not in migrated]
+    problems += [
+        f"{name} differs from starter/ledger_functions.py"
+        for name in current
+        if migrated.get(name, current[name]) != current[name]
+    ]
+    return problems
 
 
 def squeezed(sql: str) -> str:

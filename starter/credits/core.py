@@ -7,11 +7,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, insert, or_, select, text, update
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 
 from ..extensions import db
 from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
@@ -52,9 +52,16 @@ def lock(team_id: int) -> Locked:
 
 def replay(team_id: int, key: str, fingerprint: str) -> Receipt | None:
     """The entry an earlier call with this key wrote; a conflict if it was called differently."""
-    row = db.session.execute(
+    return replayed(keyed_entry(team_id, key), fingerprint)
+
+
+def keyed_entry(team_id: int, key: str) -> Any | None:
+    return db.session.execute(
         select(entries_t).where(entries_t.c.team_id == team_id, entries_t.c.idempotency_key == key)
     ).one_or_none()
+
+
+def replayed(row: Any | None, fingerprint: str) -> Receipt | None:
     if row is None:
         return None
     if row.request_hash != fingerprint:
@@ -111,15 +118,24 @@ def spendable(team_id: int, now: datetime, *, reference: str | None = None, limi
 
 
 def draws_for(
-    team_id: int, amount: int, now: datetime, *, reference: str | None = None, exact: bool = False
+    team_id: int,
+    amount: int,
+    now: datetime,
+    *,
+    reference: str | None = None,
+    exact: bool = False,
+    first: list[Any] | None = None,
 ) -> tuple[int, list[tuple[Any, int]]]:
     """(credits available, the (block, credits) to take) for ``amount``, or for all there is if less.
 
     Reads the first ``SPEND_BATCH`` blocks; only when they do not cover ``amount`` does it read them all,
     so a shortfall still reports the true total. When the batch covers ``amount``, "available" is what
     the batch holds (at least ``amount``, maybe less than the team's total); ``exact`` reads every block.
+    ``first``: that batch, when ``start`` read it already under the same lock.
     """
-    blocks = spendable(team_id, now, reference=reference, limit=None if exact else SPEND_BATCH)
+    if first is None:
+        first = spendable(team_id, now, reference=reference, limit=None if exact else SPEND_BATCH)
+    blocks = first
     if not exact and len(blocks) == SPEND_BATCH and sum(block.remaining - block.held for block in blocks) < amount:
         blocks = spendable(team_id, now, reference=reference)
     available = sum(block.remaining - block.held for block in blocks)
@@ -131,6 +147,116 @@ def draws_for(
         draws.append((block, take))
         left -= take
     return available, draws
+
+
+class Block(NamedTuple):
+    id: int
+    remaining: int
+    held: int
+    expires_at: datetime | None
+
+
+class Opened(NamedTuple):
+    """What a change reads under the team's lock before it decides: ``start`` below."""
+
+    locked: Locked
+    replayed: Receipt | None  # the entry an earlier call with this key wrote (``start`` checks its parameters)
+    blocks: list[Any] | None  # the first ``SPEND_BATCH`` spendable blocks, when asked for
+    hold: Any | None  # the hold asked for, if it is the team's
+    reserved: list[tuple[int, int]]  # (block id, credits) that hold reserved, in the order it reserved them
+
+
+def start(
+    team_id: int, key: str, fingerprint: str, now: datetime, *, blocks: bool = False, hold_id: int | None = None
+) -> Opened:
+    """Lock the team's balance row, then read what the change needs to decide: the entry an earlier
+    call with ``key`` wrote (``IdempotencyConflict`` if that call differed), and when asked the first
+    spendable blocks and a hold with the blocks it reserves. On PostgreSQL one call of ``credit_open``
+    (migration 9a1f3c7d2b60), whose statements each see what was committed before the lock was granted;
+    on SQLite the same reads one by one. The lock is the transaction's first statement either way."""
+    if db.engine.dialect.name == "postgresql":
+        opened = _open_in_one_call(team_id, key, now, SPEND_BATCH if blocks else 0, hold_id)
+    else:
+        opened = _open_statement_by_statement(team_id, key, now, SPEND_BATCH if blocks else 0, hold_id)
+    return opened._replace(replayed=replayed(opened.replayed, fingerprint))
+
+
+OPEN_SQL = "SELECT * FROM credit_open(%(team_id)s, %(key)s, %(now)s, %(batch)s, %(hold_id)s)"
+
+
+def _open_in_one_call(team_id: int, key: str, now: datetime, batch: int, hold_id: int | None) -> Opened:
+    params = {"team_id": team_id, "key": key, "now": now, "batch": batch, "hold_id": hold_id}
+    row = db.session.connection().exec_driver_sql(OPEN_SQL, params).one()
+    if not row.o_account:
+        raise InvalidRequest("This team has no credit account.")
+    locked = Locked(row.o_balance, row.o_held, row.o_recharge_below)
+    if row.r_id is not None:  # a repeat (rare): its entry read whole by one statement more
+        earlier = keyed_entry(team_id, key)
+        return Opened(locked, earlier, None, None, [])
+    spendable_blocks = None
+    if batch:
+        spendable_blocks = [
+            Block(block_id, remaining, held, expires_at and expires_at.astimezone(UTC))
+            for block_id, remaining, held, expires_at in zip(
+                row.b_ids or (), row.b_remaining or (), row.b_held or (), row.b_expires_at or (), strict=True
+            )
+        ]
+    hold, reserved = None, []
+    if row.h_id is not None:
+        hold = Row(
+            id=row.h_id,
+            team_id=team_id,
+            amount=row.h_amount,
+            status=row.h_status,
+            feature=row.h_feature,
+            description=row.h_description,
+            expires_at=row.h_expires_at.astimezone(UTC),
+        )
+        reserved = list(zip(row.h_blocks or (), row.h_held or (), strict=True))
+    return Opened(locked, None, spendable_blocks, hold, reserved)
+
+
+def _open_statement_by_statement(team_id: int, key: str, now: datetime, batch: int, hold_id: int | None) -> Opened:
+    locked = lock(team_id)
+    if (earlier := keyed_entry(team_id, key)) is not None:
+        return Opened(locked, earlier, None, None, [])
+    spendable_blocks = spendable(team_id, now, limit=batch) if batch else None
+    hold, reserved = None, []
+    if hold_id is not None:
+        hold = db.session.execute(
+            select(holds_t).where(holds_t.c.id == hold_id, holds_t.c.team_id == team_id)
+        ).one_or_none()
+        if hold is not None:
+            reserved = reserved_by(hold_id)
+    return Opened(locked, None, spendable_blocks, hold, reserved)
+
+
+def reserved_by(hold_id: int) -> list[tuple[int, int]]:
+    """(block id, credits held there) for a hold, in the order it reserved them."""
+    return [
+        (row.block_id, row.held_delta)
+        for row in db.session.execute(
+            select(allocations_t.c.block_id, allocations_t.c.held_delta)
+            .join(entries_t, entries_t.c.id == allocations_t.c.entry_id)
+            .where(entries_t.c.hold_id == hold_id, entries_t.c.kind == "hold")
+            .order_by(allocations_t.c.id)
+        )
+    ]
+
+
+class OpenHold(NamedTuple):
+    """A hold the change opens: the hold row is written with the entry that reserves its credits."""
+
+    amount: int
+    description: str
+    expires_at: datetime
+
+
+class CloseHold(NamedTuple):
+    """A hold the change closes: its new status (and what was captured) is written with the entry."""
+
+    status: str
+    captured: int | None = None
 
 
 update_block = (
@@ -155,8 +281,11 @@ def write(
     feature: str | None = None,
     hold_id: int | None = None,
     alert_from: int | None = None,
+    open_hold: OpenHold | None = None,
+    close_hold: CloseHold | None = None,
 ) -> Receipt:
-    """Apply per-block changes (block id, Δremaining, Δheld), move the balance and append the entry.
+    """Apply per-block changes (block id, Δremaining, Δheld), move the balance and append the entry;
+    with ``open_hold`` or ``close_hold``, open or close the entry's hold too (the receipt names it).
 
     ``alert_from``: the credits available when the operation began, if an earlier write of it moved them
     (an overage grant tops the balance up just before the spend it covers): the low-balance check starts
@@ -186,9 +315,11 @@ def write(
     }
     usage = rollup.usage_of(kind, amount, feature, now)
     if db.engine.dialect.name == "postgresql":
-        entry_id, levels = _write_in_one_statement(values, changes, usage, now)
+        entry_id, levels, values["hold_id"] = _write_in_one_call(values, changes, usage, open_hold, close_hold)
     else:
-        entry_id, levels = _write_statement_by_statement(values, changes, usage, now)
+        entry_id, levels, values["hold_id"] = _write_statement_by_statement(
+            values, changes, usage, open_hold, close_hold
+        )
     if (batch := _one_change.get()) is not None and team_id in batch:
         batch[team_id][1] = entry_id  # judged with the rest of the change when it ends (``one_change``)
     else:
@@ -199,10 +330,28 @@ def write(
 
 
 def _write_statement_by_statement(
-    values: dict[str, Any], changes: list[tuple[int, int, int]], usage: tuple | None, now: datetime
-) -> tuple[int, Any]:
-    """The write as separate statements (SQLite): blocks, balance, entry, usage, allocations."""
-    team_id = values["team_id"]
+    values: dict[str, Any],
+    changes: list[tuple[int, int, int]],
+    usage: tuple | None,
+    open_hold: OpenHold | None,
+    close_hold: CloseHold | None,
+) -> tuple[int, Any, int | None]:
+    """The write as separate statements (SQLite): hold, blocks, balance, entry, usage, allocations, hold."""
+    team_id, now = values["team_id"], values["created_at"]
+    if open_hold is not None:
+        values["hold_id"] = db.session.execute(
+            insert(holds_t)
+            .values(
+                team_id=team_id,
+                amount=open_hold.amount,
+                status="active",
+                feature=values["feature"],
+                description=open_hold.description,
+                expires_at=open_hold.expires_at,
+                created_at=now,
+            )
+            .returning(holds_t.c.id)
+        ).scalar_one()
     params = [{"b_id": b, "d_remaining": r, "d_held": h} for b, r, h in changes if r or h]
     if params:
         db.session.execute(update_block, params)
@@ -225,66 +374,51 @@ def _write_statement_by_statement(
             insert(allocations_t),
             [{"entry_id": entry_id, "block_id": b, "amount": r, "held_delta": h} for b, r, h in changes],
         )
-    return entry_id, levels
+    if close_hold is not None:
+        closed = {"status": close_hold.status, "closed_at": now}
+        if close_hold.captured is not None:
+            closed["captured_amount"] = close_hold.captured
+        db.session.execute(update(holds_t).where(holds_t.c.id == values["hold_id"]).values(**closed))
+    return entry_id, levels, values["hold_id"]
 
 
-# The same write as one statement on PostgreSQL (one round trip instead of five): data-modifying CTEs,
-# the per-block changes passed as arrays. Built once; what it writes is computed by ``write`` above.
-WRITE_SQL = text(
-    """
-WITH changes AS (
-    SELECT * FROM unnest(CAST(:block_ids AS bigint[]), CAST(:d_remaining AS bigint[]), CAST(:d_held AS bigint[]))
-        WITH ORDINALITY AS c(block_id, d_remaining, d_held, n)
-), moved AS (
-    UPDATE credit_blocks AS b SET remaining = b.remaining + c.d_remaining, held = b.held + c.d_held
-    FROM (
-        SELECT block_id, CAST(sum(d_remaining) AS bigint) AS d_remaining, CAST(sum(d_held) AS bigint) AS d_held
-        FROM changes GROUP BY block_id
-    ) AS c
-    WHERE b.id = c.block_id AND (c.d_remaining <> 0 OR c.d_held <> 0)
-    RETURNING b.id
-), balance AS (
-    UPDATE credit_balances SET balance = :balance_after, held = :held_after, updated_at = :created_at
-    WHERE team_id = :team_id
-    RETURNING alert_levels
-), entry AS (
-    INSERT INTO ledger_entries (team_id, kind, amount, held_delta, balance_after, held_after, block_id, hold_id,
-        feature, actor_type, actor_user_id, api_key_id, description, metadata, idempotency_key, request_hash,
-        created_at)
-    VALUES (:team_id, :kind, :amount, :held_delta, :balance_after, :held_after, :block_id, :hold_id, :feature,
-        :actor_type, :actor_user_id, :api_key_id, :description, CAST(:metadata AS json), :idempotency_key,
-        :request_hash, :created_at)
-    RETURNING id
-), used AS (
-    INSERT INTO usage_days (team_id, day, feature, credits)
-    SELECT :team_id, CAST(:usage_day AS date), :usage_feature, :usage_credits WHERE CAST(:is_usage AS boolean)
-    ON CONFLICT (team_id, day, feature) DO UPDATE SET credits = usage_days.credits + EXCLUDED.credits
-), allocated AS (
-    INSERT INTO ledger_allocations (entry_id, block_id, amount, held_delta)
-    SELECT entry.id, c.block_id, c.d_remaining, c.d_held FROM entry, changes AS c ORDER BY c.n
-)
-SELECT entry.id, balance.alert_levels FROM entry, balance
-"""
+# The same write as one call on PostgreSQL (``credit_write``, migration 9a1f3c7d2b60): one round trip
+# instead of five to seven, its statements planned once per connection; the per-block changes as arrays.
+WRITE_SQL = (
+    "SELECT * FROM credit_write(%(team_id)s, %(kind)s, %(amount)s, %(held_delta)s, %(balance_after)s,"
+    " %(held_after)s, %(block_id)s, %(hold_id)s, %(feature)s, %(actor_type)s, %(actor_user_id)s, %(api_key_id)s,"
+    " %(description)s, %(metadata)s::json, %(idempotency_key)s, %(request_hash)s, %(created_at)s,"
+    " %(block_ids)s::bigint[], %(d_remaining)s::bigint[], %(d_held)s::bigint[],"
+    " %(usage_day)s::date, %(usage_feature)s, %(usage_credits)s,"
+    " %(open_amount)s, %(open_description)s, %(open_expires_at)s, %(close_status)s, %(close_captured)s)"
 )
 
 
-def _write_in_one_statement(
-    values: dict[str, Any], changes: list[tuple[int, int, int]], usage: tuple | None, now: datetime
-) -> tuple[int, Any]:
-    day, feature, used = usage if usage is not None else (None, "", 0)
+def _write_in_one_call(
+    values: dict[str, Any],
+    changes: list[tuple[int, int, int]],
+    usage: tuple | None,
+    open_hold: OpenHold | None,
+    close_hold: CloseHold | None,
+) -> tuple[int, Any, int | None]:
+    day, feature, used = usage if usage is not None else (None, None, None)
     params = {
         **values,
         "metadata": json.dumps(values["metadata"]),
         "block_ids": [b for b, _, _ in changes],
         "d_remaining": [r for _, r, _ in changes],
         "d_held": [h for _, _, h in changes],
-        "is_usage": usage is not None,
         "usage_day": day,
         "usage_feature": feature,
         "usage_credits": used,
+        "open_amount": open_hold and open_hold.amount,
+        "open_description": open_hold and open_hold.description,
+        "open_expires_at": open_hold and open_hold.expires_at,
+        "close_status": close_hold and close_hold.status,
+        "close_captured": close_hold and close_hold.captured,
     }
-    row = db.session.execute(WRITE_SQL, params).one()
-    return row[0], row[1]
+    row = db.session.connection().exec_driver_sql(WRITE_SQL, params).one()
+    return row[0], row[2], row[1]
 
 
 # Teams whose writes are one change for the low-balance alerts: team id -> [available at the start, last entry].

@@ -5,12 +5,25 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, select
 
 from ..extensions import db
 from ..models import utcnow
 from . import limits
-from .core import allocations_t, blocks_t, draws_for, entries_t, fingerprint_of, holds_t, lock, replay, write
+from .core import (
+    CloseHold,
+    OpenHold,
+    allocations_t,
+    blocks_t,
+    draws_for,
+    entries_t,
+    fingerprint_of,
+    holds_t,
+    lock,
+    reserved_by,
+    start,
+    write,
+)
 from .overage import cover_shortfall
 from .recharge_due import crossed, record_due
 from .rules import (
@@ -51,30 +64,18 @@ def hold(
         raise InvalidRequest("A hold lasts between 1 second and 24 hours.")
     now = now or utcnow()
     fingerprint = fingerprint_of("hold", amount=amount, feature=feature, ttl=ttl_seconds)
-    locked = before = lock(team_id)
-    if replayed := replay(team_id, key, fingerprint):
-        return _hold_result(replayed.hold_id, replayed=True)
+    opened = start(team_id, key, fingerprint, now, blocks=True)
+    if opened.replayed:
+        return _hold_result(opened.replayed.hold_id, replayed=True)
+    locked = before = opened.locked
     total = limits.check(team_id, actor, amount, now, spend=False)
-    available, draws = draws_for(team_id, amount, now)
+    available, draws = draws_for(team_id, amount, now, first=opened.blocks)
     if available < amount:
         # An opted-in team's overage covers the rest, up to its cap (else InsufficientCredits).
         before = cover_shortfall(team_id, before, required=amount, available=available, key=key, actor=actor, now=now)
         available, draws = draws_for(team_id, amount, now)
     expires_at = min([now + timedelta(seconds=ttl_seconds)] + [b.expires_at for b, _ in draws if b.expires_at])
-    hold_id = db.session.execute(
-        insert(holds_t)
-        .values(
-            team_id=team_id,
-            amount=amount,
-            status="active",
-            feature=feature,
-            description=description[:255],
-            expires_at=expires_at,
-            created_at=now,
-        )
-        .returning(holds_t.c.id)
-    ).scalar_one()
-    write(
+    reserved = write(
         team_id,
         "hold",
         before=before,
@@ -86,11 +87,12 @@ def hold(
         description=f"Reserved for {description}" if description else "Credits reserved",
         meta=meta,
         feature=feature,
-        hold_id=hold_id,
         alert_from=locked.balance - locked.held,
+        open_hold=OpenHold(amount, description[:255], expires_at),
     )
     limits.reached(team_id, actor, total, now)
-    return _hold_result(hold_id)
+    assert reserved.hold_id is not None
+    return HoldResult(reserved.hold_id, team_id, amount, None, "active", expires_at, feature)
 
 
 def capture(
@@ -104,14 +106,14 @@ def capture(
     check_key(key)
     now = now or utcnow()
     fingerprint = fingerprint_of("capture", hold_id=hold_id, amount=amount)
-    before = lock(team_id)
-    if replayed := replay(team_id, key, fingerprint):
-        return _hold_result(replayed.hold_id, replayed=True)
-    active = _active_hold(team_id, hold_id, now)
+    opened = start(team_id, key, fingerprint, now, hold_id=hold_id)
+    if opened.replayed:
+        return _hold_result(opened.replayed.hold_id, replayed=True)
+    before, active = opened.locked, _active(opened.hold, now)
     if amount > active.amount:
         raise InvalidAmount(f"Cannot capture {amount:,} credits from a hold of {active.amount:,}.")
     changes, left = [], amount
-    for block_id, held in _hold_allocations(hold_id):
+    for block_id, held in opened.reserved:
         take = min(left, held)
         changes.append((block_id, -take, -held))
         left -= take
@@ -128,14 +130,12 @@ def capture(
         feature=active.feature,
         hold_id=hold_id,
         meta={"held": active.amount, "captured": amount, "returned": active.amount - amount},
-    )
-    db.session.execute(
-        update(holds_t).where(holds_t.c.id == hold_id).values(status="captured", captured_amount=amount, closed_at=now)
+        close_hold=CloseHold("captured", amount),
     )
     if crossed(before, captured.balance_after):
         record_due(team_id, captured.balance_after, now)
     limits.count_capture(team_id, actor, amount, now)
-    return _hold_result(hold_id)
+    return HoldResult(hold_id, team_id, active.amount, amount, "captured", active.expires_at, active.feature)
 
 
 def release(team_id: int, hold_id: int, *, key: str, actor: Actor = SYSTEM, now: datetime | None = None) -> HoldResult:
@@ -143,21 +143,22 @@ def release(team_id: int, hold_id: int, *, key: str, actor: Actor = SYSTEM, now:
     check_key(key)
     now = now or utcnow()
     fingerprint = fingerprint_of("release", hold_id=hold_id)
-    before = lock(team_id)
-    if replayed := replay(team_id, key, fingerprint):
-        return _hold_result(replayed.hold_id, replayed=True)
-    _active_hold(team_id, hold_id, now)
+    opened = start(team_id, key, fingerprint, now, hold_id=hold_id)
+    if opened.replayed:
+        return _hold_result(opened.replayed.hold_id, replayed=True)
+    active = _active(opened.hold, now)
     close_hold(
         team_id,
         hold_id,
-        before=before,
+        before=opened.locked,
         status="released",
         key=key,
         actor=actor,
         now=now,
         fingerprint=fingerprint,
+        held=(active.amount, opened.reserved),
     )
-    return _hold_result(hold_id)
+    return HoldResult(hold_id, team_id, active.amount, None, "released", active.expires_at, active.feature)
 
 
 def release_expired_holds(now: datetime | None = None, *, limit: int = 500) -> int:
@@ -187,8 +188,8 @@ def release_expired_holds(now: datetime | None = None, *, limit: int = 500) -> i
     return released
 
 
-def _active_hold(team_id: int, hold_id: int, now: datetime) -> Any:
-    row = db.session.execute(select(holds_t).where(holds_t.c.id == hold_id, holds_t.c.team_id == team_id)).one_or_none()
+def _active(row: Any | None, now: datetime) -> Any:
+    """The hold ``start`` read, if it is active: else why not."""
     if row is None:
         raise HoldNotFound("No such hold.")
     if row.status == "revoked":
@@ -198,19 +199,6 @@ def _active_hold(team_id: int, hold_id: int, now: datetime) -> Any:
     if row.expires_at <= now:
         raise HoldNotActive("This hold has expired; its credits are being released.")
     return row
-
-
-def _hold_allocations(hold_id: int) -> list[tuple[int, int]]:
-    """(block id, credits held there) for a hold, in the order they were reserved."""
-    return [
-        (row.block_id, row.held_delta)
-        for row in db.session.execute(
-            select(allocations_t.c.block_id, allocations_t.c.held_delta)
-            .join(entries_t, entries_t.c.id == allocations_t.c.entry_id)
-            .where(entries_t.c.hold_id == hold_id, entries_t.c.kind == "hold")
-            .order_by(allocations_t.c.id)
-        )
-    ]
 
 
 def holds_on_block(block_id: int) -> list[int]:
@@ -262,14 +250,21 @@ def close_hold(
     actor: Actor,
     now: datetime,
     fingerprint: str | None = None,
+    held: tuple[int, list[tuple[int, int]]] | None = None,
 ) -> Receipt:
-    """Return every held credit of a hold; the caller has locked the team (``before`` is its balance)."""
-    amount = db.session.execute(select(holds_t.c.amount).where(holds_t.c.id == hold_id)).scalar_one()
-    receipt = write(
+    """Return every held credit of a hold; the caller has locked the team (``before`` is its balance).
+
+    ``held``: the hold's amount and (block, credits) it reserves, when the caller read them already.
+    """
+    if held is None:
+        amount = db.session.execute(select(holds_t.c.amount).where(holds_t.c.id == hold_id)).scalar_one()
+        held = amount, reserved_by(hold_id)
+    amount, reserved = held
+    return write(
         team_id,
         "release",
         before=before,
-        changes=[(block_id, 0, -held) for block_id, held in _hold_allocations(hold_id)],
+        changes=[(block_id, 0, -credits) for block_id, credits in reserved],
         key=key,
         fingerprint=fingerprint or fingerprint_of("release", hold_id=hold_id),
         now=now,
@@ -277,9 +272,8 @@ def close_hold(
         description=CLOSED_DESCRIPTIONS[status],
         hold_id=hold_id,
         meta={"held": amount},
+        close_hold=CloseHold(status),
     )
-    db.session.execute(update(holds_t).where(holds_t.c.id == hold_id).values(status=status, closed_at=now))
-    return receipt
 
 
 def _hold_result(hold_id: int | None, replayed: bool = False) -> HoldResult:

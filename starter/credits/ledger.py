@@ -11,7 +11,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from . import limits
-from .core import blocks_t, draws_for, fingerprint_of, lock, replay, write
+from .core import blocks_t, draws_for, fingerprint_of, lock, replay, start, write
 from .holds import close_hold, holds_on_block, holds_on_reference
 from .overage import cover_shortfall
 from .recharge_due import crossed, record_due
@@ -137,11 +137,12 @@ def _debit(
     now: datetime,
 ) -> Receipt:
     fingerprint = fingerprint_of(kind, amount=amount, feature=feature)
-    locked = before = lock(team_id)
-    if replayed := replay(team_id, key, fingerprint):
-        return replayed
+    opened = start(team_id, key, fingerprint, now, blocks=True)
+    if opened.replayed:
+        return opened.replayed
+    locked = before = opened.locked
     total = limits.check(team_id, actor, amount, now) if kind == "spend" else None
-    available, draws = draws_for(team_id, amount, now)
+    available, draws = draws_for(team_id, amount, now, first=opened.blocks)
     if available < amount:
         if kind != "spend":
             raise InsufficientCredits(amount, available)
