@@ -99,6 +99,27 @@ def test_20_concurrent_repeats_of_one_key_debit_once(app, team):
 
 
 @pytest.mark.postgres
+def test_24_concurrent_holds_reserve_no_more_than_there_is_and_repeats_reserve_once(app, team):
+    """Holds race through ``credit_open``/``credit_write`` like spends: each sees the holds before it."""
+    credits.grant(team, 100, source="purchase", key="pack")
+    credits.grant(team, 35, source="promo", key="promo", expires_at=utcnow() + timedelta(days=1))
+    db.session.commit()
+    calls = [(f"hold-{n}",) for n in range(16)] + [("same-hold",)] * 8  # 17 different holds of 10 wanted
+
+    results = race(app, lambda key: credits.hold(team, 10, key=key), calls, workers=24)
+
+    made = [r for r in results if isinstance(r, credits.HoldResult)]
+    refused = [r for r in results if isinstance(r, credits.InsufficientCredits)]
+    assert len({r.id for r in made}) == 13 and len(made) + len(refused) == 24, results
+    repeats = [r for r in results[16:] if isinstance(r, credits.HoldResult)]
+    assert len({r.id for r in repeats}) <= 1  # one hold for the key, however many repeats won through
+    db.session.expire_all()
+    balance = credits.balance(team)
+    assert balance.held == 130 and balance.available == 5
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
 def test_concurrent_capture_and_release_of_a_hold_one_wins(app, team):
     credits.grant(team, 1_000, source="purchase", key="pack")
     db.session.commit()
