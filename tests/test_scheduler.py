@@ -7,6 +7,7 @@ When the scheduler starts is in ``test_scheduler_startup.py``.
 from __future__ import annotations
 
 import threading
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -252,6 +253,7 @@ def test_the_bulk_rollover_matches_the_per_team_path_across_anchors(app):
             reference += plans.roll_over_team(twins[1].id, now)
         db.session.commit()
         assert bulk == reference
+        assert all(type(value) is int for value in astuple(bulk)), bulk  # counts, not Decimals from SQL sums
 
     db.session.expire_all()
     for name, now, (bulk_team, reference_team) in pairs:

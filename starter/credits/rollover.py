@@ -177,6 +177,8 @@ def expire_due_blocks(team_ids: Sequence[int], now: datetime) -> RolloverResult:
     """Write the expiry of every block of ``team_ids`` past its time at ``now`` (any source, any plan)."""
     accounts = _lock_accounts(team_ids)
     if _in_database():
+        if not accounts:
+            return RolloverResult()
         return _write_in_database(list(accounts), now, catalog.FREE_PLAN, roll_over=False)
     batch = _LedgerBatch(accounts, now)
     for blocks in _due_blocks(batch, list(batch.accounts)).values():

@@ -140,7 +140,7 @@ SELECT
     (SELECT count(*) FROM periods) AS teams,
     (SELECT count(*) FROM grants) AS grants,
     (SELECT count(*) FROM due) AS blocks_expired,
-    (SELECT coalesce(sum(remaining), 0) FROM due) AS credits_expired,
+    (SELECT CAST(coalesce(sum(remaining), 0) AS bigint) FROM due) AS credits_expired,
     (SELECT json_agg(json_build_array(a.team_id, a.alert_levels, a.balance - a.held,
                                       a.balance + t.change - a.held, t.newest) ORDER BY a.team_id)
      FROM totals AS t JOIN accounts AS a ON a.team_id = t.team_id WHERE t.change < 0) AS fallen
