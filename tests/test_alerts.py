@@ -124,7 +124,7 @@ def test_the_dashboard_shows_the_notice_below_a_threshold(app, acme, auth):
 @pytest.mark.postgres
 @pytest.mark.parametrize("app_config", [{"SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 20, "max_overflow": 5}}])
 def test_16_concurrent_spends_send_one_email_per_crossing(app, acme, outbox):
-    team_id = acme.id  # read here: the threads must not refresh the test's own session's objects
+    team_id = acme.id  # read here: acme is the test session's, expired by the commit; 16 threads must not load it
     results = race(app, lambda n: credits.spend(team_id, 5, key=f"r{n}"), [(n,) for n in range(16)], 16)
     assert all(isinstance(r, credits.Receipt) for r in results)  # 120 - 80 = 40: crossed 50 once
     assert mails(outbox) == [

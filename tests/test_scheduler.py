@@ -7,15 +7,17 @@ When the scheduler starts is in ``test_scheduler_startup.py``.
 from __future__ import annotations
 
 import threading
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from starter import catalog, credits, plans, scheduler
+from starter.credits import limits
 from starter.credits.core import fingerprint_of
 from starter.extensions import db
-from starter.models import CreditBlock, Hold, LedgerEntry, Team
+from starter.models import CreditBlock, Hold, LedgerEntry, Membership, OutboxMessage, Team
 
 FREE = catalog.FREE_PLAN.monthly_credits
 
@@ -55,6 +57,27 @@ def entries(team: Team) -> list[LedgerEntry]:
 def assert_verified() -> None:
     assert credits.verify() == []
     db.session.commit()
+
+
+def ledger_rows(team: Team) -> list:
+    """The team's entries and allocations as the twins of a bulk/per-team comparison must share them."""
+    result = []
+    for e in entries(team):
+        key, fingerprint = e.idempotency_key.replace(f"plan:{team.id}:", "plan:T:"), e.request_hash
+        if e.kind == "expire":  # keyed by block id, which differs between the twins
+            assert (key, fingerprint) == (f"expire:block:{e.block_id}", fingerprint_of("expire", block_id=e.block_id))
+            key = fingerprint = "per block"
+        allocations = [(a.block_id == e.block_id, a.amount, a.held_delta) for a in e.allocations]
+        result.append((e.kind, e.amount, e.balance_after, e.held_after, e.description, e.meta, key, fingerprint))
+        result.append(allocations)
+    return result
+
+
+def block_rows(team: Team) -> list:
+    return [
+        (b.source, b.amount, b.remaining, b.held, b.expires_at, b.expired_at is None, b.period_start)
+        for b in db.session.scalars(select(CreditBlock).filter_by(team_id=team.id).order_by("id"))
+    ]
 
 
 # -- month boundaries ----------------------------------------------------------------------------
@@ -182,23 +205,7 @@ def test_the_bulk_rollover_writes_what_the_per_team_path_writes(app):
 
     assert bulk == reference
     assert (bulk.teams, bulk.grants, bulk.blocks_expired, bulk.credits_expired) == (1, 1, 2, FREE + 15)
-
-    def rows(team):
-        result = []
-        for e in entries(team):
-            key, fingerprint = e.idempotency_key.replace(f"plan:{team.id}:", "plan:T:"), e.request_hash
-            if e.kind == "expire":  # keyed by block id, which differs between the twins
-                assert (key, fingerprint) == (
-                    f"expire:block:{e.block_id}",
-                    fingerprint_of("expire", block_id=e.block_id),
-                )
-                key = fingerprint = "per block"
-            allocations = [(a.block_id == e.block_id, a.amount, a.held_delta) for a in e.allocations]
-            result.append((e.kind, e.amount, e.balance_after, e.held_after, e.description, e.meta, key, fingerprint))
-            result.append(allocations)
-        return result
-
-    assert rows(twins[0]) == rows(twins[1])
+    assert ledger_rows(twins[0]) == ledger_rows(twins[1])
     assert [(b.amount, b.remaining, b.expires_at, b.period_start) for b in plan_blocks(twins[0])] == [
         (b.amount, b.remaining, b.expires_at, b.period_start) for b in plan_blocks(twins[1])
     ]
@@ -206,6 +213,80 @@ def test_the_bulk_rollover_writes_what_the_per_team_path_writes(app):
     replay = plans.start_free_period(db.session.get(Team, twins[0].id), now)
     assert replay.replayed
     db.session.commit()
+    assert_verified()
+
+
+# Anchors and times where the period arithmetic, the keys, the fingerprints or the rows could go
+# wrong: clamped days, a leap year, a year end, microseconds, now exactly on a boundary, months of
+# catch-up, an anchor after now, a team without the allowance, a fully used block.
+TWIN_CASES = [
+    ("31-jan-leap", at(2024, 1, 31, 9), at(2024, 3, 1), {}),
+    ("microseconds", datetime(2025, 12, 31, 23, 59, 59, 123456, tzinfo=UTC), at(2026, 3, 2), {}),
+    ("on-the-boundary", at(2026, 1, 10, 12), at(2026, 3, 10, 12), {}),
+    ("catch-up", at(2025, 1, 15), datetime(2026, 6, 20, 0, 0, 0, 5, tzinfo=UTC), {}),
+    ("not-personal", at(2026, 1, 3), at(2026, 3, 1), {"is_personal": False}),
+    ("used-up", at(2026, 1, 3), at(2026, 3, 1), {"spend": FREE}),
+    ("anchor-after-now", at(2026, 5, 1), at(2026, 3, 1), {"period_end": at(2026, 2, 1)}),
+]
+
+
+def test_the_bulk_rollover_matches_the_per_team_path_across_anchors(app):
+    """Several teams in one batch per ``now``, each against a twin rolled over one at a time."""
+    pairs = []
+    for name, anchor, now, extra in TWIN_CASES:
+        twins = [make_team(anchor, slug=f"{name}-{side}") for side in ("bulk", "reference")]
+        for team in twins:
+            team.is_personal = extra.get("is_personal", True)
+            credits.grant(team.id, 40, source="promo", key="promo", expires_at=anchor + timedelta(days=1), now=anchor)
+            if "spend" in extra:
+                credits.spend(team.id, extra["spend"], key="all", now=anchor)
+            if "period_end" in extra:
+                team.current_period_end = extra["period_end"]
+        pairs.append((name, now, twins))
+    db.session.commit()
+
+    for now in sorted({now for _, now, _ in pairs}):
+        batch = [twins for _, at_now, twins in pairs if at_now == now]
+        bulk = credits.roll_over_free_teams([twins[0].id for twins in batch], now)
+        reference = credits.RolloverResult()
+        for twins in batch:
+            reference += plans.roll_over_team(twins[1].id, now)
+        db.session.commit()
+        assert bulk == reference
+        assert all(type(value) is int for value in astuple(bulk)), bulk  # counts, not Decimals from SQL sums
+
+    db.session.expire_all()
+    for name, now, (bulk_team, reference_team) in pairs:
+        bulk_team, reference_team = db.session.get(Team, bulk_team.id), db.session.get(Team, reference_team.id)
+        assert (bulk_team.current_period_start, bulk_team.current_period_end) == (
+            reference_team.current_period_start,
+            reference_team.current_period_end,
+        ), name
+        assert bulk_team.current_period_start <= now or name == "anchor-after-now", name
+        assert ledger_rows(bulk_team) == ledger_rows(reference_team), name
+        assert block_rows(bulk_team) == block_rows(reference_team), name
+    assert_verified()
+
+
+def test_the_bulk_rollover_judges_a_team_once_for_the_low_balance_alerts(app, fast_user):
+    """300 available → expiries → grant: 100. One change, below 150, never "out of credits" in between."""
+    team = make_team(at(2026, 1, 3))
+    owner = fast_user("owner@example.com")
+    db.session.add(Membership(team_id=team.id, user_id=owner.id, role="owner"))
+    credits.grant(team.id, 200, source="promo", key="promo", expires_at=at(2026, 2, 1), now=at(2026, 1, 4))
+    limits.set_thresholds(team.id, [150])
+    db.session.commit()
+
+    result = credits.roll_over_free_teams([team.id], at(2026, 2, 3))
+    db.session.commit()
+
+    assert (result.teams, result.grants, result.blocks_expired) == (1, 1, 2)
+    assert credits.balance(team.id, at(2026, 2, 3)).available == FREE
+    newest = entries(team)[-1]
+    assert newest.kind == "grant"
+    assert [(m.subject, m.dedupe_key) for m in db.session.scalars(select(OutboxMessage))] == [
+        (f"{team.name}: credits below 150", f"balance:{newest.id}:owner@example.com")
+    ]
     assert_verified()
 
 

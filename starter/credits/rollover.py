@@ -3,7 +3,10 @@
 ``plans.roll_over_team`` is the per-team reference (``credits.expire_block`` on each due block,
 then ``plans.start_free_period``). The bulk functions write exactly the rows it would (same keys,
 fingerprints, descriptions, metadata and running balances) so ``verify`` cannot tell the two
-apart, but with one statement per kind of row for the whole batch instead of a dozen per team.
+apart, but per batch instead of a dozen statements per team. After the locks, PostgreSQL writes
+the whole batch in one statement computed by the database (``rollover_sql.BATCH_SQL``: no row of it
+passes through Python); SQLite, in process, builds the rows in Python (``_LedgerBatch``) and
+writes them with one statement per table.
 
 Every function flushes and leaves the commit to the caller (the scheduler job or
 ``flask credits grant-due``), which commits once per batch.
@@ -24,6 +27,7 @@ from ..models import Team
 from ..periods import period_containing
 from .core import alert_if_crossed, allocations_t, balances, blocks_t, entries_t, fingerprint_of
 from .ledger import expire_block
+from .rollover_sql import BATCH_SQL
 from .rules import plan_grant_key
 
 teams_t = Team.__table__
@@ -105,11 +109,15 @@ def roll_over_free_teams(team_ids: Sequence[int], now: datetime) -> RolloverResu
     result = RolloverResult()
     if not teams:
         return result
-    batch = _LedgerBatch(_lock_accounts([team.id for team in teams]), now)
-    result.without_account = sum(1 for team in teams if team.id not in batch.accounts)
-    teams = [team for team in teams if team.id in batch.accounts]
+    accounts = _lock_accounts([team.id for team in teams])
+    result.without_account = sum(1 for team in teams if team.id not in accounts)
+    teams = [team for team in teams if team.id in accounts]
     if not teams:
         return result
+    if _in_database():
+        result += _write_in_database([team.id for team in teams], now, plan, roll_over=True)
+        return result
+    batch = _LedgerBatch(accounts, now)
     due = _due_blocks(batch, [team.id for team in teams])
 
     periods = {team.id: period_containing(team.period_anchor, now) for team in teams}
@@ -167,7 +175,12 @@ def roll_over_free_teams(team_ids: Sequence[int], now: datetime) -> RolloverResu
 
 def expire_due_blocks(team_ids: Sequence[int], now: datetime) -> RolloverResult:
     """Write the expiry of every block of ``team_ids`` past its time at ``now`` (any source, any plan)."""
-    batch = _LedgerBatch(_lock_accounts(team_ids), now)
+    accounts = _lock_accounts(team_ids)
+    if _in_database():
+        if not accounts:
+            return RolloverResult()
+        return _write_in_database(list(accounts), now, catalog.FREE_PLAN, roll_over=False)
+    batch = _LedgerBatch(accounts, now)
     for blocks in _due_blocks(batch, list(batch.accounts)).values():
         for block in blocks:
             batch.expire(block)
@@ -175,11 +188,26 @@ def expire_due_blocks(team_ids: Sequence[int], now: datetime) -> RolloverResult:
     return batch.result
 
 
+def _in_database() -> bool:
+    """Whether the batch is written by one statement of the database's own (PostgreSQL), not row by row."""
+    return db.engine.dialect.name == "postgresql"
+
+
 def _lock_accounts(team_ids: Sequence[int]) -> dict[int, list[Any]]:
     """Lock the teams' balance rows in one statement, in team order (so two batches never deadlock).
 
-    Returns team id → [balance, held, low-balance thresholds]; a team without a credit account is missing.
+    Returns team id → [balance, held, low-balance thresholds] (PostgreSQL: team id → None, the batch
+    statement reads them itself); a team without a credit account is missing.
     """
+    if _in_database():
+        return dict.fromkeys(
+            db.session.scalars(
+                select(balances.c.team_id)
+                .where(balances.c.team_id.in_(list(team_ids)))
+                .order_by(balances.c.team_id)
+                .with_for_update()
+            )
+        )
     rows = db.session.execute(
         select(balances.c.team_id, balances.c.balance, balances.c.held, balances.c.alert_levels)
         .where(balances.c.team_id.in_(list(team_ids)))
@@ -187,6 +215,49 @@ def _lock_accounts(team_ids: Sequence[int]) -> dict[int, list[Any]]:
         .with_for_update()
     )
     return {row.team_id: [row.balance, row.held, row.alert_levels] for row in rows}
+
+
+def _write_in_database(team_ids: list[int], now: datetime, plan: catalog.Plan, *, roll_over: bool) -> RolloverResult:
+    """The batch of the locked ``team_ids`` on PostgreSQL: ``BATCH_SQL``, after the due blocks with held credits.
+
+    Those (rare: the job releases expired holds first) go through ``expire_block``, which closes
+    their holds one by one; the statement then reads the balances they left.
+    """
+    result = RolloverResult()
+    held = db.session.execute(
+        select(blocks_t.c.id, blocks_t.c.team_id)
+        .where(
+            blocks_t.c.team_id.in_(team_ids),
+            blocks_t.c.expired_at.is_(None),
+            blocks_t.c.expires_at <= now,
+            blocks_t.c.held > 0,
+        )
+        .order_by(blocks_t.c.team_id, blocks_t.c.expires_at, blocks_t.c.id)
+    ).all()
+    for block_id, team_id in held:
+        receipt = expire_block(team_id, block_id, now=now)
+        result.blocks_expired += 1
+        result.credits_expired -= receipt.amount if receipt and receipt.kind == "expire" else 0
+    row = db.session.execute(
+        BATCH_SQL,
+        {
+            "team_ids": team_ids,
+            "now": now,
+            "roll_over": roll_over,
+            "credits": plan.monthly_credits,
+            "rollover": plan.rollover,
+            "plan_code": plan.code,
+            "description": f"{plan.name} plan credits",
+        },
+    ).one()
+    result.teams += row.teams
+    result.grants += row.grants
+    result.credits_granted += row.grants * plan.monthly_credits
+    result.blocks_expired += row.blocks_expired
+    result.credits_expired += row.credits_expired
+    for team_id, levels, before, after, newest in row.fallen or ():
+        alert_if_crossed(team_id, levels, before, after, newest)
+    return result
 
 
 def _due_blocks(batch: _LedgerBatch, team_ids: list[int]) -> dict[int, list[Any]]:
