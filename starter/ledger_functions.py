@@ -8,8 +8,9 @@ the same reads and writes as separate statements (``core._open_statement_by_stat
 
 - ``credit_open`` locks the team's balance row, then reads (each statement with a snapshot of its own, so
   after waiting for the lock it sees what the previous holder committed) the id of the entry an earlier
-  call with the idempotency key wrote (Python reads a repeat's entry whole), the first spendable blocks in the spending order (the partial index
-  ``ix_credit_blocks_spendable`` serves it), and a hold with the blocks it reserves.
+  call with the idempotency key wrote (Python reads a repeat's entry whole), the first spendable blocks
+  in the spending order (the partial index ``ix_credit_blocks_spendable`` serves it), and a hold with
+  the blocks it reserves.
 - ``credit_write`` applies what Python decided: a hold the change opens, the per-block changes, the
   cached balance (returning the team's alert thresholds), the entry, the day's usage, the entry's
   allocations, and a hold the change closes.
