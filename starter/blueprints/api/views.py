@@ -8,7 +8,6 @@ authenticates: a browser's session cookie never does, so the API needs no CSRF t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +32,7 @@ RELEASE_FIELDS = frozenset({"idempotency_key"})
 PUBLIC_ENDPOINTS = {"api.openapi_document"}
 FEATURE_NAMES = {code: feature.name for code, feature in catalog.FEATURES.items()}
 CLIENT = "starter.api_client"
+USED = "starter.api_key_used"
 HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -43,22 +43,12 @@ HTTP_CODES = {
 }
 
 
-@dataclass(frozen=True)
-class ApiClient:
-    """Who is calling: plain values, so they outlive the transaction that looked the key up."""
-
-    key_id: int
-    team_id: int
-    prefix: str
-    spend_limit: int | None = None
-    limit_period: str = "month"
-
-
-def current_client() -> ApiClient | None:
+def current_client() -> api_keys.ActiveKey | None:
     """The caller's key, looked up once per request (the rate limiter asks first).
 
     Kept in the WSGI environ, which belongs to this request alone, rather than in ``g``, which
-    lives as long as the app context and so can outlive a request (in tests and scripts).
+    lives as long as the app context and so can outlive a request (in tests and scripts). Nothing
+    about a key outlives its request: revoking it refuses the next call.
     """
     environ = request.environ
     if CLIENT not in environ:
@@ -66,17 +56,16 @@ def current_client() -> ApiClient | None:
     return environ[CLIENT]
 
 
-def _authenticate() -> ApiClient | None:
+def _authenticate() -> api_keys.ActiveKey | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
     key = api_keys.authenticate(token.strip())
-    if key is None:
-        return None
-    client = ApiClient(key.id, key.team_id, key.prefix, key.spend_limit, key.limit_period)
-    if api_keys.record_use(key):
-        db.session.commit()  # at most once a minute per key; kept apart from the call's own transaction
-    return client
+    if key is not None and api_keys.record_use(key):
+        # At most once a minute per key, in the call's own transaction: the spend's COMMIT (or the one in
+        # ``no_store`` for a call that writes nothing) keeps it. A refused call rolls it back; the next retries.
+        request.environ[USED] = True
+    return key
 
 
 def rate_limit_key() -> str:
@@ -118,12 +107,14 @@ def actor() -> credits.Actor:
     """The key making the call, with its spend limit: what every ledger entry of the call records."""
     client = current_client()
     assert client is not None
-    return api_keys.actor_for(client.key_id, client.spend_limit, client.limit_period)
+    return api_keys.actor_for(client.id, client.spend_limit, client.limit_period)
 
 
 @bp.after_request
 def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
+    if request.environ.get(USED) and response.status_code < 400:
+        db.session.commit()  # a call that wrote nothing else (GET): keep its last-used time
     return response
 
 
