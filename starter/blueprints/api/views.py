@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from ... import alerts, api_keys, catalog, credits
+from ... import alerts, api_keys, catalog, credits, ratelimit
 from ...credits import history, usage
 from ...extensions import csrf, db, limiter
 from ...models import utcnow
@@ -24,6 +24,7 @@ from .schemas import ApiError, invalid
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # no cookie authenticates here, so there is no session for a forged form to ride on
+limiter.exempt(bp)  # the API counts its calls itself (starter/ratelimit.py): one storage call per request
 
 SPEND_FIELDS = frozenset({"amount", "feature", "description", "idempotency_key", "metadata"})
 HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "idempotency_key", "metadata"})
@@ -33,6 +34,7 @@ PUBLIC_ENDPOINTS = {"api.openapi_document"}
 FEATURE_NAMES = {code: feature.name for code, feature in catalog.FEATURES.items()}
 CLIENT = "starter.api_client"
 USED = "starter.api_key_used"
+WINDOW = "starter.api_rate_limit"
 HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -74,19 +76,11 @@ def rate_limit_key() -> str:
     return f"api-key:{client.prefix}" if client else f"ip:{get_remote_address()}"
 
 
-# One budget per key across every endpoint (a plain blueprint limit would count each route apart).
-limiter.shared_limit(
-    lambda: current_app.config["API_RATE_LIMIT"],
-    scope="api",
-    key_func=rate_limit_key,
-    exempt_when=lambda: request.endpoint in PUBLIC_ENDPOINTS,
-)(bp)
-
-
 @bp.before_request
 def require_api_key() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
+    count_call()  # before the 401: a flood of bad keys is limited per address
     if current_client() is None:
         bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
         raise ApiError(
@@ -95,6 +89,32 @@ def require_api_key() -> None:
             "Invalid or revoked API key." if bearer else "Send an API key: Authorization: Bearer <key>.",
             headers={"WWW-Authenticate": 'Bearer realm="api"' + (', error="invalid_token"' if bearer else "")},
         )
+
+
+def count_call() -> None:
+    """One budget per key across every endpoint (``API_RATE_LIMIT``), one storage call per limit."""
+    api_limiter: ratelimit.ApiLimiter = current_app.extensions["api_limiter"]
+    if not api_limiter.enabled:
+        return
+    windows = api_limiter.hit(current_app.config["API_RATE_LIMIT"], rate_limit_key())
+    shown = next((window for window in windows if window.breached), windows[0] if windows else None)
+    request.environ[WINDOW] = shown
+    if shown is not None and shown.breached:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests for this API key; retry after the Retry-After seconds.",
+            headers=rate_limit_headers(shown),
+        )
+
+
+def rate_limit_headers(window: ratelimit.Window) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Remaining": str(max(0, window.remaining)),
+        "X-RateLimit-Reset": str(int(window.reset_at)),
+        "Retry-After": str(max(1 if window.breached else 0, int(window.reset_at - time.time()))),
+    }
 
 
 def team_id() -> int:
@@ -113,6 +133,8 @@ def actor() -> credits.Actor:
 @bp.after_request
 def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
+    if window := request.environ.get(WINDOW):
+        response.headers.update(rate_limit_headers(window))
     if request.environ.get(USED) and response.status_code < 400:
         db.session.commit()  # a call that wrote nothing else (GET): keep its last-used time
     return response
@@ -251,11 +273,5 @@ def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
     if status >= 500:
         current_app.logger.exception("Server error on %s %s", request.method, request.path)
         return error_json(500, "internal_error", "Something went wrong on our side; nothing was changed.")
-    headers = {}
-    if status == 429:
-        limit = limiter.current_limit
-        retry_after = int(limit.reset_at - time.time()) if limit else 60
-        headers["Retry-After"] = str(max(1, retry_after))
     code = HTTP_CODES.get(status, "invalid_request")
-    message = "Too many requests for this API key; retry after the Retry-After seconds." if status == 429 else None
-    return error_json(status, code, message or error.description or code, None, headers)
+    return error_json(status, code, error.description or code)
