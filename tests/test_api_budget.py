@@ -8,11 +8,14 @@ transaction, a ``COMMIT`` or ``ROLLBACK`` of a transaction that is open, and any
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import psycopg2.extensions
 import pytest
+import redis.connection
 from flask import current_app
 from sqlalchemy import event, select, update
 
@@ -126,3 +129,29 @@ def test_a_key_revoked_between_two_calls_refuses_the_second(caller):
     db.session.commit()
     response = api.post("/spend", {"amount": 1, "idempotency_key": "after-revoke"})
     assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs a Redis: set TEST_REDIS_URL")
+@pytest.mark.parametrize(
+    "app_config",
+    [{"RATELIMIT_STORAGE_URI": REDIS_URL, "RATELIMIT_KEY_PREFIX": f"budget-{uuid.uuid4().hex}:"}],
+)
+def test_counting_a_call_against_the_rate_limit_is_one_redis_round_trip(caller, monkeypatch):
+    """Increment, window start and what the headers need come back from one Lua call."""
+    api, _, _ = caller
+    assert api.get("/balance").status_code == 200  # the script is loaded by now
+    sent: list[object] = []
+    real = redis.connection.Connection.send_packed_command
+
+    def send(self, command, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return real(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", send)
+    response = api.post("/spend", {"amount": 1, "idempotency_key": "counted"})
+    assert response.status_code == 201 and len(sent) == 1, sent
+    assert int(response.headers["X-RateLimit-Remaining"]) == 120 - 3  # warm-up spend, balance, this one
+    assert 0 < int(response.headers["Retry-After"]) <= 60
