@@ -8,22 +8,48 @@ from collections.abc import Mapping
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, g, request
+from flask import Flask, Request, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_login import current_user
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from . import config as settings
-from . import dbpool
+from . import dbpool, ratelimit
 from .extensions import csrf, db, limiter, login_manager, migrate
 
 MAX_ROW_ID = 2**63 - 1  # the largest BIGINT
+API_PREFIX = "/api/"  # the JSON API: a key authenticates there, never a cookie
+
+
+def is_api_request() -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions for pages; none for the JSON API.
+
+    An API call is authenticated by its key alone, so its session cookie is not even read (no
+    signature checked, no user loaded) and its answer sets no cookie and says no ``Vary: Cookie``.
+    It gets an empty session that is never saved, so nothing that happens to look at it fails.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(API_PREFIX):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        if request.path.startswith(API_PREFIX):
+            return
+        super().save_session(app, session, response)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings from the environment (``.env`` loaded), then ``config`` on top."""
     app = Flask(__name__, instance_relative_config=True)
+    app.session_interface = SessionInterface()
     configure(app, config)
     trust_proxies(app)
     register_extensions(app)
@@ -81,6 +107,7 @@ def register_extensions(app: Flask) -> None:
     )
     csrf.init_app(app)
     limiter.init_app(app)
+    ratelimit.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -163,7 +190,7 @@ def register_request_hooks(app: Flask) -> None:
     def load_current_team() -> None:
         # Checked on every request: the team in the session must still be one of the user's.
         g.team, g.membership = (None, None)
-        if current_user.is_authenticated:
+        if not is_api_request() and current_user.is_authenticated:
             g.team, g.membership = resolve_current_team(current_user)
 
     @app.after_request
@@ -181,7 +208,7 @@ def register_request_hooks(app: Flask) -> None:
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        if request.endpoint != "static" and current_user.is_authenticated:
+        if request.endpoint != "static" and not is_api_request() and current_user.is_authenticated:
             # Balances, keys, the CSV: nothing of a signed-in user stays in a shared cache or the back button.
             response.headers["Cache-Control"] = "no-store"
         return response

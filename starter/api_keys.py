@@ -13,9 +13,11 @@ import hmac
 import re
 import secrets
 import string
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Select, Update, bindparam, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from . import credits
@@ -90,19 +92,41 @@ def prefix_of(raw: str | None) -> str | None:
     return raw[:11]
 
 
-def authenticate(raw: str | None) -> ApiKey | None:
+@dataclass(frozen=True)
+class ActiveKey:
+    """An active key as one API call sees it: plain values, so they outlive the transaction that read them."""
+
+    id: int
+    team_id: int
+    prefix: str
+    spend_limit: int | None
+    limit_period: str
+    last_used_at: datetime | None
+
+
+def authenticate(raw: str | None) -> ActiveKey | None:
     """The active (unrevoked) key ``raw`` names, else None. Follow with ``record_use``; the caller commits.
 
+    One statement, in the caller's transaction (an API call's lookup shares the spend's BEGIN and
+    COMMIT), read afresh on every call: a key revoked a moment ago is refused on the very next request.
     The lookup is by prefix, which is not secret; the secret part is checked by comparing hashes in
     constant time, so response times do not reveal how much of a guess was right.
     """
     prefix = prefix_of(raw)
     if prefix is None or raw is None:
         return None
-    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, _creator_still_admin()))
-    if key is None or not hmac.compare_digest(hash_key(raw), key.key_hash) or key.revoked_at is not None:
+    row = db.session.connection().execute(_lookup(), {"prefix": prefix}).first()
+    if row is None or not hmac.compare_digest(hash_key(raw), row.key_hash):
         return None
-    return key
+    return ActiveKey(row.id, row.team_id, prefix, row.spend_limit, row.limit_period, row.last_used_at)
+
+
+@cache
+def _lookup() -> Select:
+    """The key lookup, built once (a Core statement: no ORM objects, compiled once by SQLAlchemy's cache)."""
+    return select(
+        ApiKey.id, ApiKey.team_id, ApiKey.key_hash, ApiKey.spend_limit, ApiKey.limit_period, ApiKey.last_used_at
+    ).where(ApiKey.prefix == bindparam("prefix"), ApiKey.revoked_at.is_(None), _creator_still_admin())
 
 
 def _creator_still_admin() -> ColumnElement[bool]:
@@ -135,23 +159,31 @@ def revoke_created_by(team_id: int, user_id: int, *, now: datetime | None = None
     return result.rowcount  # type: ignore[attr-defined]
 
 
-def record_use(key: ApiKey, *, now: datetime | None = None) -> bool:
+def record_use(key: ActiveKey, *, now: datetime | None = None) -> bool:
     """Set ``last_used_at`` unless it is less than a minute old; True when a row was written.
 
-    The in-memory check skips the statement on most calls; the conditional UPDATE makes concurrent
-    requests of one key write once.
+    The check against what the lookup read skips the statement on most calls; the conditional UPDATE
+    makes concurrent requests of one key write once. It joins the caller's transaction.
     """
     now = now or utcnow()
     stale = now - LAST_USED_PRECISION
     if key.last_used_at is not None and key.last_used_at >= stale:
         return False
-    table = ApiKey.__table__
-    result = db.session.execute(
-        update(table)
-        .where(table.c.id == key.id, or_(table.c.last_used_at.is_(None), table.c.last_used_at < stale))
-        .values(last_used_at=now)
-    )
+    result = db.session.connection().execute(_touch(), {"key_id": key.id, "stale": stale, "now": now})
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _touch() -> Update:
+    table = ApiKey.__table__
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("key_id"),
+            or_(table.c.last_used_at.is_(None), table.c.last_used_at < bindparam("stale")),
+        )
+        .values(last_used_at=bindparam("now"))
+    )
 
 
 def revoke(team_id: int, key_id: int, *, now: datetime | None = None) -> ApiKey | None:

@@ -8,7 +8,6 @@ authenticates: a browser's session cookie never does, so the API needs no CSRF t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from ... import alerts, api_keys, catalog, credits
+from ... import alerts, api_keys, catalog, credits, ratelimit
 from ...credits import history, usage
 from ...extensions import csrf, db, limiter
 from ...models import utcnow
@@ -25,6 +24,7 @@ from .schemas import ApiError, invalid
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # no cookie authenticates here, so there is no session for a forged form to ride on
+limiter.exempt(bp)  # the API counts its calls itself (starter/ratelimit.py): one storage call per request
 
 SPEND_FIELDS = frozenset({"amount", "feature", "description", "idempotency_key", "metadata"})
 HOLD_FIELDS = frozenset({"amount", "feature", "ttl_seconds", "description", "idempotency_key", "metadata"})
@@ -33,6 +33,8 @@ RELEASE_FIELDS = frozenset({"idempotency_key"})
 PUBLIC_ENDPOINTS = {"api.openapi_document"}
 FEATURE_NAMES = {code: feature.name for code, feature in catalog.FEATURES.items()}
 CLIENT = "starter.api_client"
+USED = "starter.api_key_used"
+WINDOW = "starter.api_rate_limit"
 HTTP_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -43,22 +45,12 @@ HTTP_CODES = {
 }
 
 
-@dataclass(frozen=True)
-class ApiClient:
-    """Who is calling: plain values, so they outlive the transaction that looked the key up."""
-
-    key_id: int
-    team_id: int
-    prefix: str
-    spend_limit: int | None = None
-    limit_period: str = "month"
-
-
-def current_client() -> ApiClient | None:
+def current_client() -> api_keys.ActiveKey | None:
     """The caller's key, looked up once per request (the rate limiter asks first).
 
     Kept in the WSGI environ, which belongs to this request alone, rather than in ``g``, which
-    lives as long as the app context and so can outlive a request (in tests and scripts).
+    lives as long as the app context and so can outlive a request (in tests and scripts). Nothing
+    about a key outlives its request: revoking it refuses the next call.
     """
     environ = request.environ
     if CLIENT not in environ:
@@ -66,17 +58,16 @@ def current_client() -> ApiClient | None:
     return environ[CLIENT]
 
 
-def _authenticate() -> ApiClient | None:
+def _authenticate() -> api_keys.ActiveKey | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
     key = api_keys.authenticate(token.strip())
-    if key is None:
-        return None
-    client = ApiClient(key.id, key.team_id, key.prefix, key.spend_limit, key.limit_period)
-    if api_keys.record_use(key):
-        db.session.commit()  # at most once a minute per key; kept apart from the call's own transaction
-    return client
+    if key is not None and api_keys.record_use(key):
+        # At most once a minute per key, in the call's own transaction: the spend's COMMIT (or the one in
+        # ``no_store`` for a call that writes nothing) keeps it. A refused call rolls it back; the next retries.
+        request.environ[USED] = True
+    return key
 
 
 def rate_limit_key() -> str:
@@ -85,19 +76,11 @@ def rate_limit_key() -> str:
     return f"api-key:{client.prefix}" if client else f"ip:{get_remote_address()}"
 
 
-# One budget per key across every endpoint (a plain blueprint limit would count each route apart).
-limiter.shared_limit(
-    lambda: current_app.config["API_RATE_LIMIT"],
-    scope="api",
-    key_func=rate_limit_key,
-    exempt_when=lambda: request.endpoint in PUBLIC_ENDPOINTS,
-)(bp)
-
-
 @bp.before_request
 def require_api_key() -> None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
+    count_call()  # before the 401: a flood of bad keys is limited per address
     if current_client() is None:
         bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
         raise ApiError(
@@ -106,6 +89,32 @@ def require_api_key() -> None:
             "Invalid or revoked API key." if bearer else "Send an API key: Authorization: Bearer <key>.",
             headers={"WWW-Authenticate": 'Bearer realm="api"' + (', error="invalid_token"' if bearer else "")},
         )
+
+
+def count_call() -> None:
+    """One budget per key across every endpoint (``API_RATE_LIMIT``), one storage call per limit."""
+    api_limiter: ratelimit.ApiLimiter = current_app.extensions["api_limiter"]
+    if not api_limiter.enabled:
+        return
+    windows = api_limiter.hit(current_app.config["API_RATE_LIMIT"], rate_limit_key())
+    shown = next((window for window in windows if window.breached), windows[0] if windows else None)
+    request.environ[WINDOW] = shown
+    if shown is not None and shown.breached:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests for this API key; retry after the Retry-After seconds.",
+            headers=rate_limit_headers(shown),
+        )
+
+
+def rate_limit_headers(window: ratelimit.Window) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Remaining": str(max(0, window.remaining)),
+        "X-RateLimit-Reset": str(int(window.reset_at)),
+        "Retry-After": str(max(1 if window.breached else 0, int(window.reset_at - time.time()))),
+    }
 
 
 def team_id() -> int:
@@ -118,12 +127,16 @@ def actor() -> credits.Actor:
     """The key making the call, with its spend limit: what every ledger entry of the call records."""
     client = current_client()
     assert client is not None
-    return api_keys.actor_for(client.key_id, client.spend_limit, client.limit_period)
+    return api_keys.actor_for(client.id, client.spend_limit, client.limit_period)
 
 
 @bp.after_request
 def no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
+    if window := request.environ.get(WINDOW):
+        response.headers.update(rate_limit_headers(window))
+    if request.environ.get(USED) and response.status_code < 400:
+        db.session.commit()  # a call that wrote nothing else (GET): keep its last-used time
     return response
 
 
@@ -260,11 +273,5 @@ def http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
     if status >= 500:
         current_app.logger.exception("Server error on %s %s", request.method, request.path)
         return error_json(500, "internal_error", "Something went wrong on our side; nothing was changed.")
-    headers = {}
-    if status == 429:
-        limit = limiter.current_limit
-        retry_after = int(limit.reset_at - time.time()) if limit else 60
-        headers["Retry-After"] = str(max(1, retry_after))
     code = HTTP_CODES.get(status, "invalid_request")
-    message = "Too many requests for this API key; retry after the Retry-After seconds." if status == 429 else None
-    return error_json(status, code, message or error.description or code, None, headers)
+    return error_json(status, code, error.description or code)
