@@ -574,7 +574,7 @@ def test_buy_pro_yearly_with_the_switch_then_turn_overage_on_for_starter(page, l
     switch.get_by_role("link", name=re.compile(r"^Yearly")).click()
     page.wait_for_url("**/billing?interval=year")
     assert switch.get_by_role("link", name=re.compile(r"^Yearly")).get_attribute("aria-current") == "true"
-    page.get_by_role("button", name="Choose Pro yearly").click()
+    page.get_by_role("button", name="Upgrade to Pro yearly").click()
     page.wait_for_url("**/billing/test-checkout/**")
     page.get_by_role("button", name=f"Pay ${pro.yearly_price_cents / 100:,.2f} (test)").click()
     page.wait_for_url("**/billing/success?session_id=cs_*")
@@ -587,7 +587,7 @@ def test_buy_pro_yearly_with_the_switch_then_turn_overage_on_for_starter(page, l
     page.wait_for_url(re.compile(r".*/(auth/login)?(\?.*)?$"))
     log_in(page, make_account(live_server))
     page.goto("/billing")
-    page.get_by_role("button", name="Choose Starter monthly").click()
+    page.get_by_role("button", name="Upgrade to Starter monthly").click()
     page.wait_for_url("**/billing/test-checkout/**")
     page.get_by_role("button", name=re.compile(r"^Pay ")).click()
     page.wait_for_url("**/billing/success?session_id=cs_*")
