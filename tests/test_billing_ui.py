@@ -142,6 +142,19 @@ def test_a_paying_team_sees_downgrade_with_its_date(auth, team) -> None:
     assert "Cancels Pro" in html.split('data-plan="free"')[1].split("</article>")[0]
 
 
+def test_the_same_plan_billed_the_other_way_is_a_switch_not_the_current_plan(auth, team) -> None:
+    team.plan_code, team.stripe_subscription_id, team.subscription_status = "pro", "sub_x", "active"
+    db.session.commit()
+
+    monthly = page_of(auth, "/billing").split('data-plan="pro"')[1].split("</article>")[0]
+    assert 'aria-disabled="true">Current plan<' in monthly
+    yearly = page_of(auth, "/billing?interval=year").split('data-plan="pro"')[1].split("</article>")[0]
+    assert "Current plan" not in yearly and "Switch to yearly" in yearly
+    assert "Paying yearly starts the year now" in yearly
+    pricing = page_of(auth, "/?interval=year").split('aria-labelledby="plan-pro"')[1].split("</article>")[0]
+    assert "Current plan" not in pricing and "Switch to yearly" in pricing
+
+
 # -- Manage billing only where there is a subscription ----------------------------------------
 
 

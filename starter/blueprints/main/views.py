@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, render_template, request
 from sqlalchemy import text
 
-from ... import catalog
+from ... import catalog, yearly
 from ...extensions import db, limiter
 
 bp = Blueprint("main", __name__)
@@ -22,6 +22,7 @@ def index():  # type: ignore[no-untyped-def]
         interval=interval,
         # Signed in: the cards say "Current plan", "Upgrade" or "Downgrade" against the team's plan.
         current_plan=(catalog.plan(team.plan_code) or catalog.FREE_PLAN) if team is not None else None,
+        current_interval="year" if team is not None and yearly.current_year(team.id) else "month",
     )
 
 
