@@ -38,7 +38,7 @@ def team_of(user: User) -> Team:
 def test_dashboard_shows_plan_credits_their_reset_and_a_low_balance_warning(owner, auth, app):
     page = auth.client.get("/dashboard").get_data(as_text=True)
     assert 'data-testid="plan-credits">100<' in page
-    assert "Reset to 100 on" in page
+    assert "Used 0 of 100 · resets on" in page
     assert "Your balance is low" not in page  # 100 is above the default threshold of 50
 
     app.config["LOW_BALANCE_THRESHOLD"] = 150

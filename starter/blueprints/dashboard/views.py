@@ -29,12 +29,16 @@ def index():  # type: ignore[no-untyped-def]
     balance = credits.balance(g.team.id)
     recent, _ = history.page(g.team.id, history.Filters(), size=8)
     below = [level for level in limits.thresholds(g.team.id) if balance.available < level]
+    outlook = plans.outlook(g.team, balance.plan)
+    meter = charts.meter(balance.plan, balance.purchased, balance.other, balance.held, outlook.allowance)
     return render_template(
         "dashboard/index.html",
         balance=balance,
         plan=plans.plan_of(g.team),
-        allowance=plans.monthly_allowance(g.team),
-        meter=charts.meter(balance.plan, balance.purchased, balance.other, balance.held),
+        outlook=outlook,
+        meter=meter,
+        meter_filled=charts.filled_width(meter),
+        buckets=charts.BUCKETS,
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
         recent=recent,
@@ -43,7 +47,7 @@ def index():  # type: ignore[no-untyped-def]
         low_threshold=min(below) if below else None,
         paid_year=yearly.current_year(g.team.id),
         overage=overage.summary(g.team),
-        **purchase_context(),
+        **purchase_context(balance),
     )
 
 
