@@ -137,6 +137,7 @@ class RowId(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     app.url_map.converters["id"] = RowId
+    from .blueprints.account.views import bp as account_bp
     from .blueprints.admin.views import bp as admin_bp
     from .blueprints.api.views import bp as api_bp
     from .blueprints.auth.views import bp as auth_bp
@@ -148,7 +149,7 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.usage.views import bp as usage_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    blueprints = (main_bp, auth_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
+    blueprints = (main_bp, auth_bp, account_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
     for blueprint in (*blueprints, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 

@@ -113,6 +113,11 @@ def from_environment(instance_path: str) -> dict:
         "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "120 per minute"),
         "INVITATION_RATE_LIMIT": os.environ.get("INVITATION_RATE_LIMIT", "20 per hour;100 per day"),
         "PASSWORD_HASH_METHOD": "scrypt",
+        # The account page (/account): its forms that check the password, per person; and its confirmation
+        # links, each a mail to an address the person typed (per person too), valid EMAIL_CHANGE_MAX_AGE seconds.
+        "ACCOUNT_RATE_LIMIT": os.environ.get("ACCOUNT_RATE_LIMIT", "10 per minute;30 per hour"),
+        "EMAIL_CHANGE_RATE_LIMIT": os.environ.get("EMAIL_CHANGE_RATE_LIMIT", "5 per hour;20 per day"),
+        "EMAIL_CHANGE_MAX_AGE": _int("EMAIL_CHANGE_MAX_AGE", 86400),
         "PASSWORD_RESET_MAX_AGE": _int("PASSWORD_RESET_MAX_AGE", 3600),
         "INVITATION_MAX_AGE_DAYS": _int("INVITATION_MAX_AGE_DAYS", 7),
         "INVITATIONS_PER_TEAM_PER_DAY": _int("INVITATIONS_PER_TEAM_PER_DAY", 50),
