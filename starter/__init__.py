@@ -42,7 +42,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(settings.from_environment(app.instance_path))
+    environment = settings.from_environment(app.instance_path)
+    settings.follow_serving_address(environment, settings.serving_address())
+    app.config.from_mapping(environment)
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
