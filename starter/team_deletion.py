@@ -137,9 +137,11 @@ def account_deletion(user: User) -> AccountDeletion:
         if not is_sole_owner(membership):
             plan.left.append(team)
         elif _member_count(team.id) > 1:
+            # A personal team is not deleted on its own (deletion_blocker): only handing it over frees it.
+            alternative = "" if team.is_personal else ", or delete the team,"
             plan.blockers.append(
                 f"You are the only owner of {team.name}, which has other members: make one of them owner "
-                "(Team → Members), or delete the team, first."
+                f"(Team → Members){alternative} first."
             )
         elif team.is_paying:
             plan.blockers.append(

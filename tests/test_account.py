@@ -69,7 +69,7 @@ def test_the_account_page_shows_who_you_are_and_every_section(alice, client):
     body = page(client.get("/account"))
 
     assert 'data-testid="account-email">alice@example.com<' in body
-    for section in ("Name", "Email", "Password", "Signed-in browsers", "Delete your account"):
+    for section in ("Profile", "Email", "Password", "Signed-in browsers", "Delete your account"):
         assert f">{section}</h2>" in body
     assert "You are signed in on 1 browser, this one included." in body
     assert 'href="/account"' in body  # the navigation links to it
@@ -395,3 +395,15 @@ def test_a_team_with_a_subscription_blocks_deleting_the_account(alice, client):
     assert response.status_code == 409
     assert fresh_user("alice@example.com") is not None
     assert db.session.get(Team, team.id).deleted_at is None
+
+
+def test_a_personal_team_with_members_must_be_handed_over_since_it_cannot_be_deleted_alone(alice, client, fast_user):
+    alice_user = fresh_user("alice@example.com")
+    bob = fast_user("bob@example.com")
+    db.session.add(Membership(team_id=alice_user.current_team_id, user_id=bob.id, role="member"))
+    db.session.commit()
+
+    blockers = page(client.get("/account")).split('data-testid="deletion-blockers"', 1)[1].split("</div>", 1)[0]
+
+    assert "make one of them owner (Team → Members) first" in blockers
+    assert "delete the team" not in blockers
