@@ -156,6 +156,19 @@ def test_the_link_works_in_a_browser_that_is_not_signed_in(app, alice, outbox):
     assert fresh_user("alice@new.example") is not None
 
 
+def test_a_link_followed_while_signed_in_as_someone_else_changes_only_its_own_account(app, alice, outbox, fast_user):
+    post(alice, "/account/email", {"new_email": "alice@new.example", "email_password": PASSWORD})
+    path = confirmation_path(outbox[0])
+    fast_user("bob@example.com", name="Bob")
+    bob = AuthActions(app.test_client())
+    bob.login("bob@example.com")
+
+    assert bob.post(path, token_from=path).status_code == 302
+
+    assert fresh_user("alice@new.example").name == "Alice Example"
+    assert fresh_user("bob@example.com") is not None
+
+
 def test_only_the_newest_link_works_and_cancelling_kills_it(alice, client, outbox):
     post(alice, "/account/email", {"new_email": "first@example.com", "email_password": PASSWORD})
     post(alice, "/account/email", {"new_email": "second@example.com", "email_password": PASSWORD})
