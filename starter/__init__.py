@@ -42,7 +42,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(settings.from_environment(app.instance_path))
+    environment = settings.from_environment(app.instance_path)
+    settings.follow_serving_address(environment, settings.serving_address())
+    app.config.from_mapping(environment)
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
@@ -137,6 +139,7 @@ class RowId(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     app.url_map.converters["id"] = RowId
+    from .blueprints.account.views import bp as account_bp
     from .blueprints.admin.views import bp as admin_bp
     from .blueprints.api.views import bp as api_bp
     from .blueprints.auth.views import bp as auth_bp
@@ -148,7 +151,7 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.usage.views import bp as usage_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    blueprints = (main_bp, auth_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
+    blueprints = (main_bp, auth_bp, account_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
     for blueprint in (*blueprints, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 

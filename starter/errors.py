@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from .config import FLASK_RUN
 from .extensions import db
 
 TITLES = {
@@ -57,9 +60,13 @@ def register(app: Flask) -> None:
             response = (body, status, {"Retry-After": retry_after} if retry_after else {})
         return response
 
-    @app.errorhandler(Exception)
     def internal_error(error: Exception):  # type: ignore[no-untyped-def]
         if not isinstance(error, HTTPException) or isinstance(error, InternalServerError):
             app.logger.exception("Unhandled error on %s %s", request.method, request.path)
         db.session.rollback()
         return error_response(500)
+
+    # `flask run --debug` (make run): a crash reaches Werkzeug's debugger, with its traceback, instead of
+    # our 500 page. Anywhere else (gunicorn, even with FLASK_DEBUG=1 left on) no trace reaches a user.
+    if not (app.debug and os.environ.get(FLASK_RUN) == "true"):
+        app.register_error_handler(Exception, internal_error)

@@ -435,7 +435,7 @@ def test_reach_375px_labels_dark_mode_and_contrast(page, live_server: LiveServer
     log_in(page, email)
 
     page.get_by_text("Your balance is low").wait_for()
-    for path in ("/dashboard", "/credits/history", "/billing", "/team/members"):
+    for path in ("/dashboard", "/credits/history", "/billing", "/team/members", "/account", "/team/settings"):
         page.goto(path)
         check_page(page, problems, seen)
     page.goto("/generate")
