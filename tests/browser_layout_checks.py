@@ -12,6 +12,10 @@ descriptions) so a failing test names the elements. They measure the rendered pa
   overlaps what it contains (a link and its text). Intended overlays opt out with
   ``data-layout-overlay``; closed dialogs and off-screen elements (the skip link) are not rendered
   content. Two lines of text may touch by a sliver (tight line heights); a fifth of a line is a collision.
+- ``CRAMPED``: text that touches the left or right edge of the box drawn around it (a border, a ring
+  drawn with box-shadow, or a background of its own): the "current plan" outline hugging its text. A
+  box that scrolls sideways is skipped (its content passes under the edge by design), and so are
+  inline boxes broken over lines (their fragments have no padding at the break).
 - ``FOCUS_TARGETS`` / ``FOCUS_LOG`` / ``FOCUS_RESULTS``: every visible, enabled control is tagged and its
   resting style recorded; a ``focusin`` listener then records what each Tab press focuses and whether
   its style visibly changed (an outline of 3:1 against what is behind it, or a changed ring, border,
@@ -159,6 +163,60 @@ OVERLAP = (
     }
   }
   return {measured: items.length, overlaps: [...found.values()].slice(0, 12)};
+}"""
+)
+
+CRAMPED = (
+    "() => {"
+    + _COMMON
+    + r"""
+  const GAP = 3; // px between text and the inside of its box
+  const drawn = (el) => {
+    const s = getComputedStyle(el);
+    const side = (w, style, color) => parseFloat(w) > 0 && style !== 'none' && (parse(color) || [0, 0, 0, 0])[3] > 0;
+    const left = side(s.borderLeftWidth, s.borderLeftStyle, s.borderLeftColor);
+    const right = side(s.borderRightWidth, s.borderRightStyle, s.borderRightColor);
+    const ring = s.boxShadow !== 'none' && !s.boxShadow.includes('inset');
+    const bg = parse(s.backgroundColor);
+    const own = !!bg && bg[3] > 0 && el.parentElement
+      && ratio(backdrop(el), backdrop(el.parentElement)) > 1.05;
+    return {left: left || ring || own, right: right || ring || own, style: s};
+  };
+  const found = new Map();
+  for (const el of document.body.querySelectorAll('*')) {
+    if (el.closest('script, style, template, noscript, svg, select, option, textarea, dialog:not([open])')) continue;
+    if (!shown(el)) continue;
+    for (const child of el.childNodes) {
+      if (child.nodeType !== 3 || !child.textContent.trim()) continue;
+      const value = child.textContent;
+      const range = document.createRange();
+      range.setStart(child, value.length - value.trimStart().length);
+      range.setEnd(child, value.trimEnd().length);
+      const lines = [...range.getClientRects()].filter(r => r.width > 1 && r.height > 1);
+      if (!lines.length) continue;
+      for (let box = el; box && box !== document.body; box = box.parentElement) {
+        const d = drawn(box);
+        if (d.style.overflowX !== 'visible' && box.scrollWidth > box.clientWidth + 1) break;
+        if (!d.left && !d.right) continue;
+        if (d.style.display.startsWith('inline') && box.getClientRects().length > 1) break;
+        const r = box.getBoundingClientRect();
+        const inner = [r.left + parseFloat(d.style.borderLeftWidth), r.right - parseFloat(d.style.borderRightWidth)];
+        if (r.width < 4 || r.height < 4) break; // a hidden label, not a box
+        const gaps = [];
+        for (const line of lines) {
+          if (d.left) gaps.push(line.left - inner[0]);
+          if (d.right) gaps.push(inner[1] - line.right);
+        }
+        const gap = Math.min(...gaps);
+        if (gap < GAP) {
+          const key = `${name(el)} is ${Math.round(gap * 10) / 10} px from the edge of ${name(box)}`;
+          found.set(key, key);
+        }
+        break; // only the nearest box around the text
+      }
+    }
+  }
+  return [...found.values()].slice(0, 12);
 }"""
 )
 

@@ -1,10 +1,10 @@
 """Layout tests: every signed-in page at 375 px and 1280 px, light and dark, with a team that has data.
 
-For each page x width x scheme: no sideways scrolling, no text or control drawn over another, WCAG AA
-contrast for every piece of text, and every visible control reached by Tab with a visible focus
-indicator. A screenshot of each is saved as ``artifacts/screenshots/<page>-<width>-<scheme>.png``
-(git-ignored). The in-page checks are JavaScript in ``tests/browser_layout_checks.py``; the contrast
-measure is the one ``tests/test_browser.py`` uses.
+For each page x width x scheme: no sideways scrolling, no text or control drawn over another, no text
+touching the edge of the box drawn around it, WCAG AA contrast for every piece of text, and every
+visible control reached by Tab with a visible focus indicator. A screenshot of each is saved as
+``artifacts/screenshots/<page>-<width>-<scheme>.png`` (git-ignored). The in-page checks are JavaScript
+in ``tests/browser_layout_checks.py``; the contrast measure is the one ``tests/test_browser.py`` uses.
 
 One backend only (SQLite): what is drawn does not depend on the database, the pages' queries run on
 PostgreSQL in ``test_ui.py`` and the other browser tests, and 28 page checks twice over would double the
@@ -220,6 +220,8 @@ def test_page_layout_contrast_and_keyboard(  # type: ignore[no-untyped-def]
     assert overlap["measured"] > 20, f"only {overlap['measured']} boxes measured: the overlap check lost its targets"
     problems += overlap["overlaps"]
 
+    problems += [f"cramped: {text}" for text in page.evaluate(checks.CRAMPED)]
+
     measured = page.evaluate(CONTRAST)
     assert measured, "no text measured: the contrast check lost its targets"
     problems += [
@@ -262,6 +264,7 @@ KNOWN_DEFECTS = """<!doctype html><html><head><style>
   .stacked { position: relative; height: 3rem; } .stacked span { position: absolute; left: 0; top: 0; }
   .hidden-label { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }
   .faint { color: #bbb; }
+  .hugged { display: inline-block; border: 1px solid #333; } .padded { border: 1px solid #333; padding: 1rem; }
   button:focus { outline: none; }
   a:focus-visible { outline: 2px solid #111; }
 </style></head><body>
@@ -270,6 +273,7 @@ KNOWN_DEFECTS = """<!doctype html><html><head><style>
   <div class="stacked"><span>First text</span><span>Second text on top</span></div>
   <label class="hidden-label" for="q">Search</label><input id="q">
   <p class="faint">Pale grey text</p>
+  <div class="hugged">Hugged by its border</div><div class="padded">Room to breathe</div>
   <button type="button">No focus ring</button>
   <input id="trap" aria-label="Trap">
   <button type="button" id="after">After the trap</button>
@@ -291,6 +295,9 @@ def test_the_checks_find_known_defects_and_only_those(page) -> None:  # type: ig
 
     overlaps = page.evaluate(checks.OVERLAP)["overlaps"]
     assert len(overlaps) == 1 and "First text" in overlaps[0] and "Second text" in overlaps[0], overlaps
+
+    cramped = page.evaluate(checks.CRAMPED)
+    assert len(cramped) == 1 and cramped[0].startswith("div.hugged “Hugged by its border” is 0 px"), cramped
 
     low = [r["text"] for r in page.evaluate(CONTRAST) if r["ratio"] < r["required"]]
     assert low == ["Pale grey text"], low
