@@ -45,7 +45,9 @@ PAGES = {
     "usage": "/credits/usage",
     "generate": "/generate",
     "team": "/team/members",
-    "account": "/account",  # added by issue 16's account work; skipped until the route exists
+    # Added by issue 16's account and team settings work: each is skipped until its route exists.
+    "team-settings": "/team/settings",
+    "account": "/account",
 }
 WIDTHS = {375: 812, 1280: 900}
 SCHEMES = ("light", "dark")
@@ -201,7 +203,7 @@ def test_page_layout_contrast_and_keyboard(  # type: ignore[no-untyped-def]
 ) -> None:
     path = PAGES[name]
     if not route_exists(live_server, path):
-        pytest.skip(f"{path} does not exist on this branch yet (issue 16's account page); checked once it does")
+        pytest.skip(f"{path} does not exist on this branch yet (issue 16's account work); checked once it does")
     page.context.add_cookies([{"name": "session", "value": session_cookie, "url": live_server.url}])
     page.emulate_media(color_scheme=scheme, reduced_motion="reduce")
     page.set_viewport_size({"width": width, "height": WIDTHS[width]})
