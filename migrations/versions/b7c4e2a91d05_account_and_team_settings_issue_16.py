@@ -4,7 +4,7 @@
 link; ``teams.deleted_at``: a team its owner deleted is archived, its ledger kept.
 
 Revision ID: b7c4e2a91d05
-Revises: 5d2e8f4a9c13
+Revises: 9a1f3c7d2b60
 Create Date: 2026-12-02 16:55:00.000000
 
 """
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b7c4e2a91d05'
-down_revision = '5d2e8f4a9c13'
+down_revision = '9a1f3c7d2b60'
 branch_labels = None
 depends_on = None
 
