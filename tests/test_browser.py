@@ -193,9 +193,13 @@ def test_purchase_path_sign_up_buy_spend_history_and_csv(page, live_server: Live
     page.wait_for_url("**/credits/history")
     rows = page.get_by_test_id("history").locator("tbody tr")
     texts = rows.all_inner_texts()
-    assert any("Free plan credits" in t and "grant" in t and f"+{FREE_CREDITS}" in t for t in texts), texts
-    assert any(f"{SMALL_PACK.name} purchased" in t and f"+{SMALL_PACK.total_credits}" in t for t in texts), texts
-    assert any("AI generation" in t and "capture" in t and f"\N{MINUS SIGN}{cost}" in t for t in texts), texts
+    # In people's words: one row per thing that happened, the generation's hold folded into its capture.
+    assert len(texts) == 3, texts
+    assert any("Free plan credits" in t and "Monthly credits" in t and f"+{FREE_CREDITS}" in t for t in texts), texts
+    paid = f"{SMALL_PACK.name} purchased · ${SMALL_PACK.price_cents / 100:,.2f} paid"
+    assert any(paid in t and "Purchase" in t and f"+{SMALL_PACK.total_credits}" in t for t in texts), texts
+    generation = f"AI generation · {cost} credits (10 reserved)"
+    assert any(generation in t and "Used" in t and f"\N{MINUS SIGN}{cost}" in t for t in texts), texts
 
     # CSV export: a real download with a header and the same entries.
     with page.expect_download() as info:
