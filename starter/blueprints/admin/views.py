@@ -146,10 +146,12 @@ def _teams_of(events: list[StripeEvent]) -> dict[str, Team]:
         team_id = (obj.get("metadata") or {}).get("team_id") if isinstance(obj.get("metadata"), dict) else None
         wanted[event.id] = (
             customer if isinstance(customer, str) else None,
-            int(team_id) if isinstance(team_id, str | int) and str(team_id).isdigit() else None,
+            int(team_id)
+            if isinstance(team_id, str | int) and str(team_id).isdigit() and len(str(team_id)) < 10
+            else None,
         )
     customers = {c for c, _ in wanted.values() if c}
-    ids = {t for _, t in wanted.values() if t and t <= 2**31 - 1}
+    ids = {t for _, t in wanted.values() if t}
     if not customers and not ids:
         return {}
     found = db.session.scalars(select(Team).where(or_(Team.stripe_customer_id.in_(customers), Team.id.in_(ids)))).all()
