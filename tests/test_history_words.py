@@ -58,6 +58,8 @@ def test_a_generation_is_one_row_with_what_it_charged_and_reserved_and_the_csv_k
     assert len(ledger) == 3 and "#" in ledger[1] and "· hold" in ledger[1]
     kinds = [row[2] for row in csv_rows(auth)[1:]]
     assert kinds == ["capture", "hold", "grant"]
+    dashboard = auth.client.get("/dashboard").get_data(as_text=True)  # recent activity: the same one line
+    assert dashboard.count("AI generation · 6 credits (10 reserved)") == 1 and "Reserved for" not in dashboard
 
 
 def test_a_hold_in_progress_shows_as_reserved_and_a_released_one_as_not_charged(owner, auth):
@@ -160,7 +162,10 @@ def test_times_are_shown_in_the_browsers_zone_labelled_and_stored_utc(owner, aut
         in (paris)
     )
     assert 'data-tz="Europe/Paris" data-tz-source="browser"' in paris
-    assert "Times in <span data-tz-label>Europe/Paris</span>" in auth.client.get("/dashboard").get_data(as_text=True)
+    dashboard = auth.client.get("/dashboard").get_data(as_text=True)
+    assert "Times in <span data-tz-label>Europe/Paris</span>" in dashboard
+    assert 'data-testid="chart-days-utc"' in dashboard  # the chart's rollup counts UTC days: it says so
+    assert "Winter" in dashboard and "15 Jan 13:00</time>" in dashboard  # recent activity, local
 
     for bogus in ("Mars/Olympus", "../../etc/passwd", "x" * 100):
         auth.client.set_cookie("tz", bogus)
