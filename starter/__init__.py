@@ -197,6 +197,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from . import localtime
     from .billing import gateway as billing_gateway
     from .credits import history
     from .teams import user_teams
@@ -214,6 +215,7 @@ def register_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["credits"] = lambda n: f"{int(n or 0):,}"
     app.jinja_env.globals["actor_label"] = history.actor_label
     app.jinja_env.filters["money"] = lambda cents: f"${(cents or 0) / 100:,.2f}"
+    localtime.register(app)
 
 
 def register_commands(app: Flask) -> None:
