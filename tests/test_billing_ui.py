@@ -272,7 +272,10 @@ def test_an_ending_plan_says_when_and_offers_resume_and_resume_works(auth, team)
     subscribe_in_test_mode(auth)
     portal(auth, "cancel_at_period_end")
     team = refresh(team)
-    ends = team.current_period_end.strftime("%d %b %Y")
+    end = team.current_period_end
+    # Dates are <time> elements in the viewer's zone (UTC here: the test client sends no zone).
+    ends = f'<time datetime="{end:%Y-%m-%dT%H:%M:%S}Z" data-style="date" title="{end.day} {end:%b %Y, %H:%M} UTC">'
+    ends += f"{end.day} {end:%b %Y}</time>"
     assert team.cancel_at_period_end
 
     dashboard = page_of(auth, "/dashboard")
