@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -32,44 +31,11 @@ from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    # Without these Chromium phones home at start-up, and this machine's closed network refuses it.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 SMALL_PACK = catalog.PACKS["small"]
 FREE_CREDITS = catalog.FREE_PLAN.monthly_credits
-
-
-def _unavailable(message: str) -> None:
-    """Skip with ``message``, or fail when the environment says browser tests are required (CI)."""
-    if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
-        pytest.fail(f"{message} (REQUIRE_BROWSER_TESTS=1: browser tests must run)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    """One Chromium for the session: Debian's, never a Playwright download."""
-    if not CHROMIUM.exists():
-        _unavailable(f"Chromium not installed: apt-get install chromium (browser tests need {CHROMIUM})")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("Playwright not installed: pip install -e '.[test]'")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

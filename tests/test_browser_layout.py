@@ -34,9 +34,9 @@ from tests.test_browser import CONTRAST, SCREENSHOTS, settle
 
 pytestmark = pytest.mark.browser
 
-# test_browser.py's fixtures (pytest finds them by their names): one Chromium, the live server, a page
-# that fails the test on any JavaScript error or CSP violation.
-browser, live_server, page = test_browser.browser, test_browser.live_server, test_browser.page
+# test_browser.py's fixtures (pytest finds them by their names): the live server and a page that fails the
+# test on any JavaScript error or CSP violation. The one Chromium is conftest's (tests/browser_session.py).
+live_server, page = test_browser.live_server, test_browser.page
 
 PAGES = {
     "dashboard": "/dashboard",
