@@ -15,11 +15,38 @@ errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
-def on_starting(server):  # type: ignore[no-untyped-def]
-    """Warn when several workers would each count rate limits alone (the in-memory store)."""
+def _setting(name: str) -> str | None:
     # The setting as the app will read it: the environment first, then .env (create_app loads it so).
-    name = "RATELIMIT_STORAGE_URI"
-    storage = os.environ[name] if name in os.environ else dotenv_values(".env").get(name)
+    return os.environ[name] if name in os.environ else dotenv_values(".env").get(name)
+
+
+def _warn_on_base_url(server) -> None:  # type: ignore[no-untyped-def]
+    """Warn when BASE_URL names a local address this server does not listen on (links would miss it)."""
+    from starter.config import DEFAULT_BASE_URL, address_mismatch
+
+    base_url = (_setting("BASE_URL") or "").strip() or DEFAULT_BASE_URL
+    problems = []
+    for address in server.cfg.bind:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            return  # a unix socket: a proxy in front decides what BASE_URL is
+        problem = address_mismatch(base_url, "http", host.strip("[]"), int(port))
+        if problem is None:
+            return
+        problems.append(problem)
+    if problems:
+        server.log.warning(
+            "%s: links in emails and Stripe's return URLs will not come back here. Set BASE_URL to the "
+            "address people use (behind a proxy or a published Docker port, that address).",
+            problems[0],
+        )
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Warn when several workers would each count rate limits alone (the in-memory store), and when
+    BASE_URL points at a local address this server does not listen on."""
+    _warn_on_base_url(server)
+    storage = _setting("RATELIMIT_STORAGE_URI")
     count = server.cfg.workers
     if count > 1 and (storage or "memory://").startswith("memory://"):
         server.log.warning(

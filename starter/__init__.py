@@ -68,7 +68,9 @@ def configure(app: Flask, config: Mapping[str, Any] | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(settings.from_environment(app.instance_path))
+    environment = settings.from_environment(app.instance_path)
+    settings.follow_serving_address(environment, settings.serving_address())
+    app.config.from_mapping(environment)
     if config:
         app.config.from_mapping(config)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
@@ -164,6 +166,7 @@ class RowId(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     app.url_map.converters["id"] = RowId
+    from .blueprints.account.views import bp as account_bp
     from .blueprints.admin.views import bp as admin_bp
     from .blueprints.api.views import bp as api_bp
     from .blueprints.auth.views import bp as auth_bp
@@ -175,7 +178,7 @@ def register_blueprints(app: Flask) -> None:
     from .blueprints.usage.views import bp as usage_bp
     from .blueprints.webhooks.views import bp as webhooks_bp
 
-    blueprints = (main_bp, auth_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
+    blueprints = (main_bp, auth_bp, account_bp, dashboard_bp, usage_bp, teams_bp, billing_bp, payments_bp, webhooks_bp)
     for blueprint in (*blueprints, admin_bp, api_bp):
         app.register_blueprint(blueprint)
 
@@ -221,6 +224,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from . import localtime
     from .billing import gateway as billing_gateway
     from .credits import history
     from .teams import user_teams
@@ -238,6 +242,7 @@ def register_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["credits"] = lambda n: f"{int(n or 0):,}"
     app.jinja_env.globals["actor_label"] = history.actor_label
     app.jinja_env.filters["money"] = lambda cents: f"${(cents or 0) / 100:,.2f}"
+    localtime.register(app)
 
 
 def register_commands(app: Flask) -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from .extensions import db
 from .models import LoginSession, User, utcnow
@@ -22,6 +22,10 @@ _DUMMY_HASH = "scrypt:32768:8:1$0123456789abcdef$" + "0" * 128
 
 class AccountError(Exception):
     """A sign-up or reset rule was broken; the message is safe to show."""
+
+
+class WrongPassword(AccountError):
+    """The current password given to confirm a change is not the account's."""
 
 
 def normalise_email(email: str) -> str:
@@ -138,3 +142,92 @@ def close_login_session(token: str | None) -> None:
 def close_all_login_sessions(user: User) -> None:
     """End every login session of ``user`` (a new password): every device must log in again."""
     db.session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+
+
+def close_other_login_sessions(user: User, keep_token: str | None) -> None:
+    """End every login session of ``user`` but the one of ``keep_token`` (this browser, after a new password)."""
+    query = delete(LoginSession).where(LoginSession.user_id == user.id)
+    if keep_token:
+        query = query.where(LoginSession.token_hash != _token_hash(keep_token))
+    db.session.execute(query)
+
+
+def open_login_sessions(user: User) -> int:
+    """How many browsers are signed in as ``user`` now."""
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(LoginSession)
+            .where(LoginSession.user_id == user.id, LoginSession.expires_at > utcnow())
+        )
+        or 0
+    )
+
+
+# --- the account page: name, password, email ------------------------------------------------------
+
+
+def rename(user: User, name: str) -> None:
+    user.name = name.strip()
+
+
+def change_password(user: User, current: str, new: str, *, keep_token: str | None) -> None:
+    """A new password, given the current one (AccountError otherwise); every other browser is signed out."""
+    if not user.check_password(current):
+        raise WrongPassword("That is not your current password.")
+    user.set_password(new)  # also makes every password-reset link sent before it dead (_fingerprint)
+    close_other_login_sessions(user, keep_token)
+
+
+def _email_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="email-change")
+
+
+def request_email_change(user: User, password: str, new_email: str) -> str:
+    """Start moving ``user`` to ``new_email``; returns the token of the link to mail there. Nothing changes yet.
+
+    The current password is required: whoever finds a signed-in browser must not take the account over
+    by moving it to their address. Only the newest request's link works (its nonce is the one stored).
+    """
+    if not user.check_password(password):
+        raise WrongPassword("That is not your current password.")
+    new_email = normalise_email(new_email)
+    if new_email == user.email:
+        raise AccountError("That is already your email address.")
+    if find_user(new_email) is not None:
+        raise AccountError("Another account uses that email address.")
+    user.pending_email, user.pending_email_nonce = new_email, secrets.token_hex(16)
+    return _email_serializer().dumps({"user": user.id, "email": new_email, "nonce": user.pending_email_nonce})
+
+
+def cancel_email_change(user: User) -> None:
+    user.pending_email = user.pending_email_nonce = None
+
+
+def user_for_email_token(token: str) -> User | None:
+    """The user whose newest, unexpired, unused email-change link this is; None otherwise."""
+    try:
+        data = _email_serializer().loads(token, max_age=current_app.config["EMAIL_CHANGE_MAX_AGE"])
+    except (SignatureExpired, BadSignature):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("user"), int) or not isinstance(data.get("nonce"), str):
+        return None
+    user = db.session.get(User, data["user"])
+    if user is None or user.pending_email_nonce is None or user.pending_email != data.get("email"):
+        return None
+    return user if secrets.compare_digest(user.pending_email_nonce, data["nonce"]) else None
+
+
+def confirm_email_change(user: User) -> str:
+    """Make the pending address the account's; returns the old one. The link is spent (single use).
+
+    Raises AccountError when another account took the address since the request.
+    """
+    new_email, old_email = user.pending_email, user.email
+    if new_email is None:
+        raise AccountError("There is no email change to confirm.")
+    cancel_email_change(user)
+    if find_user(new_email) is not None:
+        raise AccountError("Another account now uses that email address: the change was cancelled.")
+    user.email = new_email
+    return old_email

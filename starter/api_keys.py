@@ -159,6 +159,17 @@ def revoke_created_by(team_id: int, user_id: int, *, now: datetime | None = None
     return result.rowcount  # type: ignore[attr-defined]
 
 
+def revoke_all(team_id: int, *, now: datetime | None = None) -> int:
+    """Revoke every active key of the team (it was deleted); how many."""
+    result = db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.team_id == team_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return result.rowcount  # type: ignore[attr-defined]
+
+
 def record_use(key: ActiveKey, *, now: datetime | None = None) -> bool:
     """Set ``last_used_at`` unless it is less than a minute old; True when a row was written.
 

@@ -147,5 +147,22 @@ def pack(code: str) -> Pack | None:
     return PACKS.get(code)
 
 
+def paid_plan_sold(code: str | None, interval: str) -> Plan | None:
+    """The paid plan ``code`` if it is sold at ``interval`` (``month`` or ``year``), else None.
+
+    For codes that come from a visitor (the pricing page's choice carried through sign-up): anything
+    that is not a catalog code, a free plan or a plan not sold yearly is no choice at all.
+    """
+    found = PLANS.get(code) if isinstance(code, str) else None
+    if found is None or found.is_free or interval not in INTERVALS or (interval == "year" and not found.sold_yearly):
+        return None
+    return found
+
+
+def best_value_pack() -> Pack | None:
+    """The pack with the lowest price per credit (the first of equals); the purchase dialog marks it."""
+    return min(PACKS.values(), key=lambda p: p.price_cents / p.total_credits, default=None)
+
+
 def feature(code: str) -> Feature | None:
     return FEATURES.get(code)

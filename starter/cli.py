@@ -43,9 +43,10 @@ def verify_command() -> None:
 @credits_cli.command("grant")
 @click.argument("team_ref", metavar="TEAM")
 @click.argument("amount", type=int)
-@click.option("--reason", required=True, help="Why: written into the ledger entry.")
+@click.option("--reason", required=True, help="Why (internal): written into the ledger entry's metadata.")
+@click.option("--description", default=None, help='What the team reads in its history (default "Credit adjustment").')
 @click.option("--key", default=None, help="Idempotency key (a repeat with the same key grants once).")
-def grant_command(team_ref: str, amount: int, reason: str, key: str | None) -> None:
+def grant_command(team_ref: str, amount: int, reason: str, description: str | None, key: str | None) -> None:
     """Grant AMOUNT credits (never expiring) to TEAM (id or slug), recorded as an admin adjustment."""
     team = find_team(team_ref)
     if team is None:
@@ -54,7 +55,12 @@ def grant_command(team_ref: str, amount: int, reason: str, key: str | None) -> N
         raise click.ClickException("AMOUNT must be a positive whole number.")
     try:
         receipt = credits.adjust(
-            team.id, amount, reason=reason, key=key or f"cli:{uuid.uuid4()}", actor=credits.Actor("admin")
+            team.id,
+            amount,
+            reason=reason,
+            description=description,
+            key=key or f"cli:{uuid.uuid4()}",
+            actor=credits.Actor("admin"),
         )
     except credits.CreditError as error:
         db.session.rollback()

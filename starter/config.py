@@ -6,14 +6,25 @@ on top, which is how tests and scripts override a setting.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+from flask.helpers import get_debug_flag
 
 # Only ever used under `flask run --debug` or in tests; any other process refuses to start without SECRET_KEY.
 DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105
 FLASK_RUN = "FLASK_RUN_FROM_CLI"  # set by `flask run`, not by gunicorn
+RELOADER_CHILD = "WERKZEUG_RUN_MAIN"  # set in the serving child of `flask run --debug`, not in its watcher
 WEBHOOK_SECRET_FILE = "test_mode_webhook_secret"  # noqa: S105 - a file name
+DEFAULT_BASE_URL = "http://127.0.0.1:5000"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}  # noqa: S104 - names compared, nothing bound
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}  # noqa: S104
+
+log = logging.getLogger("starter")
 
 
 class ConfigurationError(RuntimeError):
@@ -59,7 +70,9 @@ def from_environment(instance_path: str) -> dict:
     return {
         "APP_NAME": os.environ.get("APP_NAME", "Credits Starter"),
         "SECRET_KEY": os.environ.get("SECRET_KEY") or None,
-        "BASE_URL": os.environ.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        # Unset: under `flask run`, the address it serves on (follow_serving_address); else DEFAULT_BASE_URL.
+        "BASE_URL": (os.environ.get("BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip("/"),
+        "BASE_URL_SET": bool(os.environ.get("BASE_URL", "").strip()),
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
         # No pool_pre_ping (a round trip per transaction): starter/dbpool.py pings only a connection that
         # was idle longer than DATABASE_PING_IDLE_SECONDS or that the server spoke to, and the pool
@@ -113,6 +126,11 @@ def from_environment(instance_path: str) -> dict:
         "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "120 per minute"),
         "INVITATION_RATE_LIMIT": os.environ.get("INVITATION_RATE_LIMIT", "20 per hour;100 per day"),
         "PASSWORD_HASH_METHOD": "scrypt",
+        # The account page (/account): its forms that check the password, per person; and its confirmation
+        # links, each a mail to an address the person typed (per person too), valid EMAIL_CHANGE_MAX_AGE seconds.
+        "ACCOUNT_RATE_LIMIT": os.environ.get("ACCOUNT_RATE_LIMIT", "10 per minute;30 per hour"),
+        "EMAIL_CHANGE_RATE_LIMIT": os.environ.get("EMAIL_CHANGE_RATE_LIMIT", "5 per hour;20 per day"),
+        "EMAIL_CHANGE_MAX_AGE": _int("EMAIL_CHANGE_MAX_AGE", 86400),
         "PASSWORD_RESET_MAX_AGE": _int("PASSWORD_RESET_MAX_AGE", 3600),
         "INVITATION_MAX_AGE_DAYS": _int("INVITATION_MAX_AGE_DAYS", 7),
         "INVITATIONS_PER_TEAM_PER_DAY": _int("INVITATIONS_PER_TEAM_PER_DAY", 50),
@@ -131,6 +149,68 @@ def from_environment(instance_path: str) -> dict:
         # Configured Stripe prices override the catalog's inline price_data: STRIPE_PRICE_PACK_SMALL=price_…
         **{name: value for name, value in os.environ.items() if name.startswith("STRIPE_PRICE_") and value},
     }
+
+
+def serving_address() -> tuple[str, str, int] | None:
+    """(scheme, host, port) that ``flask run`` serves on, from its command line; None in any other process."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.command.name != "run":
+        return None
+    host, port = ctx.params.get("host"), ctx.params.get("port")
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    return ("https" if ctx.params.get("cert") else "http"), host, port
+
+
+def _is_reloader_watcher() -> bool:
+    # `flask run --debug` starts a watcher that only restarts the serving child: one warning, from the child.
+    ctx = click.get_current_context(silent=True)
+    reload = ctx.params.get("reload") if ctx is not None else None
+    reloading = get_debug_flag() if reload is None else bool(reload)
+    return reloading and os.environ.get(RELOADER_CHILD) != "true"
+
+
+def url_for_address(scheme: str, host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in WILDCARD_HOSTS else host
+    return f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
+
+
+def address_mismatch(base_url: str, scheme: str, host: str, port: int) -> str | None:
+    """Why links on ``base_url`` would miss a server on (scheme, host, port); None when they reach it.
+
+    Only a local ``base_url`` is judged: a public one may be a proxy that forwards here. A different
+    local name (localhost against 127.0.0.1) counts too: the browser keeps another cookie jar for it,
+    so coming back from Checkout would find no session.
+    """
+    parts = urlsplit(base_url)
+    try:
+        base_port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"BASE_URL={base_url} has no valid port"
+    base_host = parts.hostname or ""
+    if base_host not in LOCAL_HOSTS and base_host != host:
+        return None
+    if base_port != port or parts.scheme != scheme or (host not in WILDCARD_HOSTS and base_host != host):
+        return f"BASE_URL={base_url}, but this server listens on {url_for_address(scheme, host, port)}"
+    return None
+
+
+def follow_serving_address(config: dict, address: tuple[str, str, int] | None) -> None:
+    """Under ``flask run``: an unset BASE_URL becomes the address it serves on, so email links and
+    Stripe's return URLs come back to this server (``make run PORT=5001`` included); a set one that
+    misses it is logged as a warning at start. Mutates ``config``; does nothing elsewhere."""
+    if address is None:
+        return
+    if not config.get("BASE_URL_SET"):
+        config["BASE_URL"] = url_for_address(*address)
+        return
+    problem = address_mismatch(config["BASE_URL"], *address)
+    if problem and not _is_reloader_watcher():
+        log.warning(
+            "%s: links in emails and Stripe's return URLs will not come back here. "
+            "Unset BASE_URL (it then follows the served address) or make it match.",
+            problem,
+        )
 
 
 def check(config: dict, *, instance_path: str, debug: bool) -> None:

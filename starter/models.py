@@ -102,6 +102,10 @@ class User(UserMixin, db.Model):
     current_team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An email change waiting for its confirmation link (``accounts.request_email_change``): the new address
+    # and the nonce its one valid link carries. A newer request, or confirming, makes every older link dead.
+    pending_email: Mapped[str | None] = mapped_column(String(255))
+    pending_email_nonce: Mapped[str | None] = mapped_column(String(32))
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -158,6 +162,9 @@ class Team(db.Model):
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     subscription_status: Mapped[str | None] = mapped_column(String(32))
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Deleted by its owner (``teams.delete_team``): archived, not removed, so its ledger, payments and
+    # Stripe customer stay whole (a late refund still finds it); it has no members and no usable keys.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="team", cascade="all, delete-orphan")
 

@@ -6,6 +6,7 @@ job and by Stripe's ``invoice.paid``. The caller commits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -81,6 +82,31 @@ def monthly_allowance(team: Team) -> int:
     """The plan credits each period brings this team."""
     plan = plan_of(team)
     return 0 if plan.is_free and not gets_free_allowance(team) else plan.monthly_credits
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the plan credits of the current period look like, and what the period's end brings."""
+
+    allowance: int  # what each period grants (0: none, e.g. a further team on the free plan)
+    left: int  # plan credits left now
+    ends_at: datetime | None  # when the period (a paid year: the year) ends
+    ending: bool  # the paid plan ends then (cancelled at the period end): no reset, the free plan follows
+    next_allowance: int  # what the next period grants: the free allowance after an ending plan
+
+    @property
+    def used(self) -> int:
+        return max(self.allowance - self.left, 0)
+
+
+def outlook(team: Team, plan_left: int) -> Outlook:
+    """``plan_left`` is the balance's plan credits (``credits.balance(team.id).plan``)."""
+    allowance = monthly_allowance(team)
+    ending = bool(team.cancel_at_period_end and team.is_paying)
+    # An ending plan drops to the free plan, whose allowance goes to personal teams only.
+    free_next = catalog.FREE_PLAN.monthly_credits if gets_free_allowance(team) else 0
+    following = free_next if ending else allowance
+    return Outlook(allowance, plan_left, team.current_period_end, ending, following)
 
 
 def start_free_period(team: Team, now: datetime | None = None) -> credits.Receipt | None:

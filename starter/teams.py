@@ -167,6 +167,33 @@ def remove_member(actor: Membership, target: Membership) -> int:
     return revoked
 
 
+def is_sole_owner(membership: Membership) -> bool:
+    """True when ``membership`` is its team's only owner: they cannot leave, be demoted or be removed."""
+    return membership.role == "owner" and _owner_count(membership.team_id) <= 1
+
+
+def rename_team(team: Team, name: str) -> None:
+    """A new display name; the slug (what the CLI and admins look teams up by) stays."""
+    team.name = name.strip()
+
+
+def leave_team(membership: Membership) -> int:
+    """``membership``'s user leaves the team; its only owner cannot. Locks the team's row.
+
+    Revokes the API keys they created for the team; returns how many.
+    """
+    db.session.execute(select(Team.id).where(Team.id == membership.team_id).with_for_update())
+    if is_sole_owner(membership):
+        raise TeamError("You are the team's only owner: make someone else owner first, or delete the team.")
+    user = membership.user
+    revoked = api_keys.revoke_created_by(membership.team_id, membership.user_id)
+    db.session.delete(membership)
+    if user.current_team_id == membership.team_id:
+        user.current_team_id = None
+    db.session.flush()
+    return revoked
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from starter import create_app
 from starter.config import normalise_database_url
 from starter.extensions import db
+from tests.browser_session import browser  # noqa: F401  (one Chromium for every browser test module)
 
 TEST_DATABASE_URL = normalise_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])

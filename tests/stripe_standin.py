@@ -197,6 +197,7 @@ class StripeStandIn:
                 ("POST", r"/v1/billing_portal/sessions", self._create_portal_session),
                 ("GET", r"/v1/prices", self._list_prices),
                 ("GET", r"/v1/subscriptions", lambda params: self._render(list_subscriptions(self, params), params)),
+                ("POST", r"/v1/subscriptions/([^/]+)", self._update_subscription),
                 ("GET", r"/v1/invoices/([^/]+)/lines", lambda params, inv: list_invoice_lines(self, params, inv)),
                 ("POST", r"/v1/prices", self._create_price),
                 ("POST", r"/v1/prices/([^/]+)", self._update_price),
@@ -495,6 +496,32 @@ class StripeStandIn:
 
     def _retrieve(self, params: Json, collection: str, obj_id: str) -> Json:
         return self._render(self._require(_RETRIEVABLE[collection], obj_id), params)
+
+    def _update_subscription(self, params: Json, obj_id: str) -> Json:
+        """`POST /v1/subscriptions/<id>` with `cancel_at_period_end` (and `metadata`): what the API's cancel and
+        "renew" do. Cancelling sets `cancel_at` to the period's end and records the request; renewing clears
+        them. A canceled subscription can no longer be changed so."""
+        with self.lock:
+            sub = self._require("subscription", obj_id)
+            for name in params:
+                if name not in ("cancel_at_period_end", "metadata", "expand"):
+                    raise StripeApiError(
+                        400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name
+                    )
+            if "cancel_at_period_end" in params:
+                if sub["status"] in ("canceled", "incomplete_expired"):
+                    raise StripeApiError(
+                        400, "A canceled subscription can only update its cancellation_details and metadata."
+                    )
+                cancel = _to_bool(params["cancel_at_period_end"])
+                end = sub["items"]["data"][0]["current_period_end"]
+                sub.update(cancel_at_period_end=cancel, cancel_at=end if cancel else None)
+                sub["canceled_at"] = now() if cancel else None
+                reason = "cancellation_requested" if cancel else None
+                sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": reason}
+            if "metadata" in params:
+                sub["metadata"] = _merge_metadata(sub.get("metadata"), params["metadata"])
+            return self._render(sub, params)
 
     def _create_customer(self, params: Json) -> Json:
         obj = make_customer(metadata=_merge_metadata({}, params.get("metadata")))

@@ -185,9 +185,12 @@ def world(app, fast_user) -> World:  # type: ignore[no-untyped-def]
     return World(app, fast_user)
 
 
+SIGNS_OUT = {"auth.logout", "account.sign_out_everywhere"}
+
+
 def routes(app: Flask, *, api: bool) -> Iterator[Any]:
-    """The app's routes (log-out last: it ends the sweeping browser's session)."""
-    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: (rule.endpoint == "auth.logout", rule.rule)):
+    """The app's routes (log-out and sign out everywhere last: they end the sweeping browser's session)."""
+    for rule in sorted(app.url_map.iter_rules(), key=lambda rule: (rule.endpoint in SIGNS_OUT, rule.rule)):
         if rule.endpoint == "static" or rule.rule.startswith("/api/") != api:
             continue
         yield rule
@@ -212,7 +215,9 @@ def sweep_pages(world: World, client: FlaskClient, signed_in: bool, failures: li
     for rule in routes(world.app, api=False):
         if not signed_in:
             client = world.app.test_client()  # a visitor's fresh browser per route: nothing carries over
-        token = csrf_token(client, "/dashboard" if signed_in else "/auth/login")
+        # Signed in, until the last routes (SIGNS_OUT) end the session: from then on a visitor's token.
+        still_in = signed_in and client.get("/dashboard").status_code == 200
+        token = csrf_token(client, "/dashboard" if still_in else "/auth/login")
         for path in paths(world, rule, signed_in):
             for name, values in form_values():
                 if "GET" in rule.methods:

@@ -396,4 +396,5 @@ def test_cli_grant_by_slug_or_id_with_a_reason(team, runner):
     assert runner.invoke(credits_cli, ["grant", "ledger", "-5", "--reason", "x"]).exit_code != 0
     assert runner.invoke(credits_cli, ["grant", "ledger", "5"]).exit_code != 0  # reason required
     entry = db.session.scalar(select(LedgerEntry).filter_by(team_id=team.id))
-    assert entry.description == "Adjustment: launch promo" and entry.actor_type == "admin"
+    assert entry.description == "Credit adjustment" and entry.actor_type == "admin"
+    assert entry.meta["reason"] == "launch promo"  # internal: the team reads the description

@@ -63,7 +63,8 @@ def test_the_rendered_forms_carry_a_fresh_key_each_time(owner, auth):
 
 def test_a_double_submitted_adjustment_with_its_key_changes_the_balance_once(owner, auth):
     team_id = owner.current_team_id
-    form = {"amount": "25", "reason": "goodwill", "idempotency_key": "adjust-1"}
+    # The confirmation step's form: it carries the key the review was rendered with.
+    form = {"amount": "25", "reason": "goodwill", "idempotency_key": "adjust-1", "confirmed": "yes"}
 
     for _ in range(2):
         assert auth.post(f"/admin/teams/{team_id}/adjust", form, token_from="/admin").status_code == 302

@@ -52,7 +52,10 @@ def statements_for(client, path: str) -> int:
     return len([s for s in seen if not s.upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK"))])
 
 
-@pytest.mark.parametrize("path", ["/dashboard", "/credits/history", "/credits/history?kind=spend"])
+@pytest.mark.parametrize(
+    "path",
+    ["/dashboard", "/credits/history", "/credits/history?kind=spend", "/credits/history?kind=used&since=2000-01-01"],
+)
 def test_pages_cost_the_same_with_10_or_10000_entries(app, auth, make_user, make_team, path):
     small_owner, big_owner = make_user("small@example.com"), make_user("big@example.com")
     small, big = make_team(small_owner, "Small"), make_team(big_owner, "Big")

@@ -38,7 +38,7 @@ def team_of(user: User) -> Team:
 def test_dashboard_shows_plan_credits_their_reset_and_a_low_balance_warning(owner, auth, app):
     page = auth.client.get("/dashboard").get_data(as_text=True)
     assert 'data-testid="plan-credits">100<' in page
-    assert "Reset to 100 on" in page
+    assert "Used 0 of 100 · resets on" in page
     assert "Your balance is low" not in page  # 100 is above the default threshold of 50
 
     app.config["LOW_BALANCE_THRESHOLD"] = 150
@@ -82,7 +82,8 @@ def test_not_enough_credits_is_a_friendly_402_with_the_purchase_dialog(owner, au
     response = generate(auth, "anything", "key-2")
     page = response.get_data(as_text=True)
     assert response.status_code == 402
-    assert "Not enough credits" in page and "needs <strong>10</strong>" in page
+    assert "Not enough credits: nothing was charged" in page and "A run reserves 10 credits" in page
+    assert "anything</textarea>" in page  # the prompt is kept
     assert 'id="buy-credits"' in page
     assert credits.balance(team.id).available == 5 and entries(team.id, "hold") == 0
 
@@ -119,10 +120,10 @@ def test_history_pages_with_a_cursor(owner, auth):
         credits.spend(team.id, 1, key=f"s{n}")
     db.session.commit()
     first = auth.client.get("/credits/history").get_data(as_text=True)
-    assert first.count('<span class="badge badge-muted">spend</span>') == 50
+    assert first.count('<tr data-kind="used">') == 50
     next_link = first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
     second = auth.client.get(next_link).get_data(as_text=True)
-    assert second.count('<span class="badge badge-muted">spend</span>') == 5
+    assert second.count('<tr data-kind="used">') == 5
     assert "Free plan credits" in second
 
 
@@ -184,14 +185,22 @@ def test_an_admin_finds_a_team_by_member_email_and_adjusts_with_a_reason(owner, 
     listing = admin.client.get("/admin?q=OWNER@example").get_data(as_text=True)
     assert f"/admin/teams/{team.id}" in listing
     assert admin.client.get("/admin?q=nobody-matches").get_data(as_text=True).count("/admin/teams/") == 0
+    form = {
+        "amount": "-30",
+        "reason": "duplicate job",
+        "description": "Duplicate run refunded",
+        "idempotency_key": "k1",
+    }
+    review = admin.post(f"/admin/teams/{team.id}/adjust", form, token_from=f"/admin/teams/{team.id}")
+    assert review.status_code == 200 and "Take 30 credits from" in review.get_data(as_text=True)
+    assert entries(team.id, "adjustment") == 0  # only shown back for confirmation
     response = admin.post(
-        f"/admin/teams/{team.id}/adjust",
-        {"amount": "-30", "reason": "duplicate job", "idempotency_key": "k1"},
-        token_from=f"/admin/teams/{team.id}",
+        f"/admin/teams/{team.id}/adjust", {**form, "confirmed": "yes"}, token_from=f"/admin/teams/{team.id}"
     )
     assert response.status_code == 302
     entry = db.session.scalar(select(LedgerEntry).where(LedgerEntry.kind == "adjustment"))
-    assert (entry.amount, entry.actor_type, entry.description) == (-30, "admin", "Adjustment: duplicate job")
+    assert (entry.amount, entry.actor_type, entry.description) == (-30, "admin", "Duplicate run refunded")
+    assert entry.meta["reason"] == "duplicate job"
     assert db.session.get(User, entry.actor_user_id).email == "root@example.com"
     assert "Ada Admin" in admin.client.get(f"/admin/teams/{team.id}").get_data(as_text=True)
 
@@ -202,7 +211,7 @@ def test_bad_adjustments_change_nothing(owner, admin, amount):
     before = entries(team.id)
     admin.post(
         f"/admin/teams/{team.id}/adjust",
-        {"amount": amount, "reason": "x", "idempotency_key": "k"},
+        {"amount": amount, "reason": "x", "idempotency_key": "k", "confirmed": "yes"},
         token_from=f"/admin/teams/{team.id}",
     )
     assert entries(team.id) == before and credits.balance(team.id).available == 100

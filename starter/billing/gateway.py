@@ -88,6 +88,10 @@ class Gateway:
         """The invoice a payment intent paid (``GET /v1/invoice_payments``), or None."""
         raise NotImplementedError
 
+    def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> Json:
+        """Cancel at the period end, or undo that (the portal's "renew"); returns the updated subscription."""
+        raise NotImplementedError
+
 
 class NotConfigured(Gateway):
     """No ``STRIPE_SECRET_KEY`` and no ``BILLING_TEST_MODE=true``: payments are refused, nothing is granted."""
@@ -134,6 +138,9 @@ class NotConfigured(Gateway):
         raise BillingNotConfigured()
 
     def invoice_of_payment(self, payment_intent: str) -> str | None:
+        raise BillingNotConfigured()
+
+    def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> Json:
         raise BillingNotConfigured()
 
 
@@ -302,6 +309,16 @@ class StripeGateway(Gateway):
         invoice = payments[0].get("invoice") if payments else None
         return invoice.get("id") if isinstance(invoice, dict) else invoice
 
+    def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> Json:
+        return self._call(
+            "subscription update",
+            self.client.v1.subscriptions.update,
+            subscription_id,
+            params={"cancel_at_period_end": cancel},
+            # The same change twice is the same state; the key makes the SDK's retries of one click safe.
+            options={"idempotency_key": f"subscription:{subscription_id}:cancel_at_period_end:{cancel}:{uuid.uuid4()}"},
+        )
+
 
 def current() -> Gateway:
     return current_app.extensions[EXTENSION]
@@ -453,6 +470,10 @@ def portal_url(team: Team, email: str, return_path: str = "/dashboard") -> str:
     """A Stripe billing portal session for the team's customer."""
     customer_id = ensure_customer(team, email)
     return current().create_portal(customer_id, current_app.config["BASE_URL"] + return_path)
+
+
+def set_cancel_at_period_end(subscription_id: str, cancel: bool) -> Json:
+    return current().set_cancel_at_period_end(subscription_id, cancel)
 
 
 def list_subscriptions(customer_id: str) -> list[Json]:

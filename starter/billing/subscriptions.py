@@ -31,7 +31,7 @@ from ..extensions import db
 from ..models import CreditBlock, Team, utcnow
 from . import gateway, overage, receipts
 from .customers import team_for
-from .errors import Ignored
+from .errors import BillingError, Ignored
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -159,6 +159,22 @@ def sync_customer(team: Team, notes: Notes) -> Json | None:
     if item.get("current_period_end"):
         team.current_period_end = _timestamp(item["current_period_end"])
     return subscription
+
+
+def resume(team: Team) -> None:
+    """Undo a cancellation at the period end: the subscription renews again, as the portal's "renew" does.
+
+    Stripe is asked to clear ``cancel_at_period_end`` and the team then takes what Stripe has now
+    (``sync_customer``); the ``customer.subscription.updated`` webhook that follows applies the same
+    state again. The caller commits.
+    """
+    if not (team.stripe_subscription_id and team.cancel_at_period_end and team.is_paying):
+        raise BillingError("This plan is not set to end, so there is nothing to resume.")
+    gateway.set_cancel_at_period_end(team.stripe_subscription_id, False)
+    notes = Notes()
+    sync_customer(team, notes)
+    if team.cancel_at_period_end:
+        raise BillingError("Stripe still has this plan ending at the period end. Try again in a minute.")
 
 
 def overage_plan_of(price: Json) -> catalog.Plan | None:

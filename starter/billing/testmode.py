@@ -119,6 +119,15 @@ class TestModeGateway(Gateway):
     def invoice_of_payment(self, payment_intent: str) -> str | None:
         return None  # test mode has no refunds of invoices
 
+    def set_cancel_at_period_end(self, subscription_id: str, cancel: bool) -> Json:
+        """Like ``POST /v1/subscriptions/<id>``: the flag changes, ``customer.subscription.updated`` is queued."""
+        sub = load(subscription_id)
+        if sub is None or sub["status"] in ("canceled", "incomplete_expired"):
+            raise BillingError("This team has no subscription to change.")
+        _set_cancel_at_period_end(sub, cancel)
+        testmode_cards.queue([shapes.event("customer.subscription.updated", save(sub))])
+        return sub
+
     def retrieve_charge(self, charge_id: str) -> Json | None:
         return load(charge_id)
 
@@ -261,9 +270,9 @@ def portal_action(team: Team, action: str, plan_code: str | None = None) -> list
     """What the test portal does to the subscription, and the events Stripe would send for it."""
     sub = _subscription_of(team)
     if action == "cancel_at_period_end":
-        sub["cancel_at_period_end"] = True
+        _set_cancel_at_period_end(sub, True)
     elif action == "resume":
-        sub["cancel_at_period_end"] = False
+        _set_cancel_at_period_end(sub, False)
     elif action == "cancel_now":
         sub.update(status="canceled", cancel_at_period_end=False, canceled_at=int(time.time()))
         return sign([shapes.event("customer.subscription.deleted", save(sub))])
@@ -280,6 +289,12 @@ def portal_action(team: Team, action: str, plan_code: str | None = None) -> list
     else:
         raise BillingError("Unknown action.")
     return sign([shapes.event("customer.subscription.updated", save(sub))])
+
+
+def _set_cancel_at_period_end(sub: Json, cancel: bool) -> None:
+    """As Stripe has it: cancelling at the period end sets ``cancel_at`` to the period's end; resuming clears both."""
+    end = sub["items"]["data"][0].get("current_period_end")
+    sub.update(cancel_at_period_end=cancel, cancel_at=end if cancel else None)
 
 
 def _change_plan(sub: Json, plan_code: str | None) -> list[Json]:

@@ -171,16 +171,30 @@ def _debit(
     return result
 
 
+DEFAULT_ADJUSTMENT = "Credit adjustment"  # what a team reads when the admin gave no description
+
+
 def adjust(
-    team_id: int, amount: int, *, reason: str, key: str, actor: Actor = SYSTEM, now: datetime | None = None
+    team_id: int,
+    amount: int,
+    *,
+    reason: str,
+    key: str,
+    actor: Actor = SYSTEM,
+    now: datetime | None = None,
+    description: str | None = None,
 ) -> Receipt:
-    """An admin correction: positive adds a non-expiring block, negative debits like a spend."""
+    """An admin correction: positive adds a non-expiring block, negative debits like a spend.
+
+    ``reason`` is internal (the entry's metadata, for admins); ``description`` is what the team reads
+    in its history ("Credit adjustment" unless given).
+    """
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
         raise InvalidAmount("An adjustment is a non-zero whole number of credits.")
     check_amount(abs(amount))
     if not reason or not reason.strip():
         raise InvalidRequest("An adjustment needs a reason.")
-    description = f"Adjustment: {reason.strip()}"
+    description = (description or "").strip()[:255] or DEFAULT_ADJUSTMENT
     if amount > 0:
         return grant(
             team_id,

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from wtforms import IntegerField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange
+from wtforms import HiddenField, IntegerField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from ...credits import MAX_AMOUNT
 from ...forms import Form, IdempotencyKeyField
@@ -13,8 +13,19 @@ class AdjustForm(Form):
         validators=[DataRequired(message="Enter a whole number other than 0."), NumberRange(-MAX_AMOUNT, MAX_AMOUNT)],
         description="Positive grants never-expiring credits; negative takes credits away.",
     )
-    reason = StringField("Reason", validators=[DataRequired(), Length(max=200)], description="Shown in the ledger.")
+    description = StringField(
+        "Description the team sees",
+        validators=[Optional(), Length(max=200)],
+        description='In the team\'s history and CSV. Empty: "Credit adjustment".',
+    )
+    reason = StringField(
+        "Internal reason",
+        validators=[DataRequired(message="Say why: admins read it in the ledger's detail."), Length(max=200)],
+        description="For admins only: kept in the entry's metadata, never shown to the team.",
+    )
     idempotency_key = IdempotencyKeyField()
+    # Set by the confirmation step: without it a valid form is shown back for confirmation, not applied.
+    confirmed = HiddenField()
 
 
 class ReplayForm(Form):

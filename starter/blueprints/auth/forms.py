@@ -33,6 +33,11 @@ class SignupForm(Form):
         "Password", validators=_password_rules, description=f"At least {MIN_PASSWORD_LENGTH} characters."
     )
     invite = HiddenField()
+    # A plan picked on the pricing page, carried through sign-up to the billing page's Checkout button.
+    # Only a catalog code and an interval travel, checked against the catalog where used; never a URL,
+    # and a tampered value is dropped rather than failing the sign-up.
+    plan = HiddenField()
+    interval = HiddenField()
 
 
 class LoginForm(Form):

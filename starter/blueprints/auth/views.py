@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, flash, g, redirect, render_t
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
-from ... import accounts, mail, teams
+from ... import accounts, catalog, mail, teams
 from ...extensions import db, limiter
 from .forms import ForgotPasswordForm, LoginForm, ResetPasswordForm, SignupForm
 
@@ -73,6 +73,9 @@ def signup():  # type: ignore[no-untyped-def]
     if request.method == "GET" and invitation is not None:
         form.invite.data = request.args.get("invite", "")
         form.email.data = invitation.email
+    if request.method == "GET":
+        form.plan.data, form.interval.data = request.args.get("plan", ""), request.args.get("interval", "")
+    chosen = _chosen_plan(form.plan.data, form.interval.data)
     if form.validate_on_submit():
         try:
             user = accounts.sign_up(form.name.data, form.email.data, form.password.data)
@@ -84,8 +87,17 @@ def signup():  # type: ignore[no-untyped-def]
             db.session.commit()
             _start_session(user)
             flash("Welcome! Your account is ready.", "success")
+            if chosen is not None:  # on to the plan picked on the pricing page, its Checkout one click away
+                return redirect(url_for("billing.index", plan=chosen[0].code, interval=chosen[1]))
             return redirect(url_for("dashboard.index"))
-    return render_template("auth/signup.html", form=form, invitation=invitation)
+    return render_template("auth/signup.html", form=form, invitation=invitation, chosen=chosen)
+
+
+def _chosen_plan(code: str | None, interval: str | None) -> tuple[catalog.Plan, str] | None:
+    """The paid plan (and interval) a visitor picked on the pricing page, if the catalog sells it so."""
+    interval = interval or "month"
+    plan = catalog.paid_plan_sold(code, interval)
+    return (plan, interval) if plan is not None else None
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -13,7 +13,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ... import catalog, credits, plans, yearly
 from ...access import team_role_required
-from ...billing import BillingError, fulfilment, gateway, overage, testmode, webhooks
+from ...billing import BillingError, fulfilment, gateway, overage, subscriptions, testmode, testmode_cards, webhooks
 from ...billing.errors import Ignored
 from ...extensions import db
 from ...models import Purchase
@@ -23,13 +23,17 @@ from .forms import CheckoutForm, OverageForm, PortalForm, TestPaymentForm, TestP
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
 
-def purchase_context() -> dict:
+def purchase_context(balance: credits.Balance | None = None) -> dict:
     """What the purchase dialog (and the /billing page) needs, on every page that can open it."""
     return {
         "packs": list(catalog.PACKS.values()),
+        "best_pack": catalog.best_value_pack(),
+        "dialog_balance": balance if balance is not None else credits.balance(g.team.id),
         "can_buy": has_role(g.membership, "admin"),
         "form": CheckoutForm(),
         "portal_form": PortalForm(),
+        # The portal only where there is something to manage in it: a subscription (packs have receipts).
+        "can_manage": has_role(g.membership, "admin") and bool(g.team.stripe_subscription_id),
     }
 
 
@@ -45,15 +49,24 @@ def index():  # type: ignore[no-untyped-def]
     overage_form = OverageForm(
         data={"enabled": bool(setting and setting.enabled), "cap": setting.cap_credits if setting else 0}
     )
+    balance = credits.balance(g.team.id)
+    interval = chosen_interval()
+    # A plan picked on the pricing page (carried through sign-up): its Checkout button comes first.
+    chosen = catalog.paid_plan_sold(request.args.get("plan"), request.args.get("interval") or "month")
+    if chosen is not None and (chosen.code == g.team.plan_code or g.team.is_paying):
+        chosen = None  # already on it, or a paying team changes plans in the portal (the cards say how)
     return render_template(
         "billing/index.html",
         plans=list(catalog.PLANS.values()),
         current_plan=plans.plan_of(g.team),
-        interval=chosen_interval(),
+        interval=interval,
+        chosen=chosen,
+        balance=balance,
+        outlook=plans.outlook(g.team, balance.plan),
         paid_year=yearly.current_year(g.team.id),
         overage=overage.summary(g.team),
         overage_form=overage_form,
-        **purchase_context(),
+        **purchase_context(balance),
     )
 
 
@@ -161,6 +174,13 @@ def portal():  # type: ignore[no-untyped-def]
         abort(400)
     if not gateway.is_configured():
         return not_configured()
+    if not g.team.stripe_subscription_id:
+        # No dead end: the portal manages subscriptions; packs have their receipts here.
+        flash(
+            "There is no subscription to manage yet: choose a plan below. Receipts for packs are under Receipts.",
+            "info",
+        )
+        return redirect(url_for("billing.index"), 303)
     try:
         url = gateway.portal_url(g.team, current_user.email)
     except BillingError as error:
@@ -169,6 +189,31 @@ def portal():  # type: ignore[no-untyped-def]
         return redirect(url_for("dashboard.index"), 303)
     db.session.commit()
     return redirect(url, 303)
+
+
+@bp.post("/resume")
+@team_role_required("admin")
+def resume():  # type: ignore[no-untyped-def]
+    """Keep a plan that was cancelled at the period end."""
+    if not PortalForm().validate_on_submit():
+        abort(400)
+    if not gateway.is_configured():
+        return not_configured()
+    try:
+        subscriptions.resume(g.team)
+    except BillingError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return redirect(url_for("billing.index"), 303)
+    db.session.commit()
+    if gateway.is_test_mode():
+        try:
+            _deliver(testmode_cards.take_queued())  # Stripe's webhook for the change, as test mode sends it
+        except BillingError as error:  # the resume itself is applied and committed; the event is on the admin page
+            db.session.rollback()
+            flash(str(error), "error")
+    flash(f"The {plans.plan_of(g.team).name} plan will renew as usual.", "success")
+    return redirect(url_for("billing.index"), 303)
 
 
 def _test_mode_only() -> None:

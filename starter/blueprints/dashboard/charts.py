@@ -22,22 +22,50 @@ class Segment:
     width: float  # percent
 
 
-def meter(plan: int, purchased: int, other: int, held: int) -> list[Segment]:
-    """Plan, purchased and other credits side by side, with the held share drawn over the end."""
-    total = plan + purchased + other
-    segments, x = [], 0.0
-    for css, label, value in (
-        ("meter-plan", "Plan", plan),
-        ("meter-purchased", "Purchased", purchased),
-        ("meter-other", "Other", other),
-    ):
-        width = 100 * value / total if total else 0
-        segments.append(Segment(css, label, value, round(x, 3), round(width, 3)))
-        x += width
-    if held and total:
-        width = 100 * held / total
-        segments.append(Segment("meter-held", "Held", held, round(100 - width, 3), round(width, 3)))
+# One name per bucket, everywhere the dashboard shows them (meter, legend, stats).
+BUCKETS = {"plan": "Plan", "purchased": "Purchased", "other": "Bonus and promo", "held": "Held"}
+
+
+def meter(plan: int, purchased: int, other: int, held: int, allowance: int) -> list[Segment]:
+    """The credit bar, on the scale of what the team had this period: its allowance plus the rest.
+
+    The plan part is as wide as the period's allowance and filled as far as its credits are left
+    (7 left of 100 fills 7 of its 100 parts; the used 93 stay empty track), purchased and then bonus
+    and promo credits follow it, and the held share is hatched over the credits it holds (drawn in
+    the spend order, plan first). With no purchased credits, the bar's width is what is left of the
+    allowance.
+    """
+    plan_room = max(allowance, plan)
+    scale = plan_room + purchased + other
+    if scale <= 0:
+        return []
+
+    def percent(value: float) -> float:
+        return round(100 * value / scale, 3)
+
+    segments = []
+    filled = []  # (start, credits) of each filled stretch, in spend order, for the held overlay
+    start = 0
+    for css, value, room in (("meter-plan", plan, plan_room), ("meter-purchased", purchased, purchased)):
+        if value:
+            segments.append(Segment(css, BUCKETS[css.removeprefix("meter-")], value, percent(start), percent(value)))
+            filled.append((start, value))
+        start += room
+    if other:
+        segments.append(Segment("meter-other", BUCKETS["other"], other, percent(start), percent(other)))
+        filled.append((start, other))
+    left = held
+    for begin, value in filled:
+        take = min(left, value)
+        if take:
+            segments.append(Segment("meter-held", BUCKETS["held"], take, percent(begin), percent(take)))
+        left -= take
     return segments
+
+
+def filled_width(segments: list[Segment]) -> float:
+    """How much of the bar is filled, in percent (held credits are part of the bucket they hold)."""
+    return round(sum(s.width for s in segments if s.css != "meter-held"), 3)
 
 
 @dataclass(frozen=True)

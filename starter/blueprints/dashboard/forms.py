@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from wtforms import DateField, SelectField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ...forms import Form, IdempotencyKeyField
 
@@ -19,3 +19,7 @@ class HistoryFilterForm(Form):
     api_key = SelectField("API key", choices=[], validate_choice=True, validators=[Optional()])
     since = DateField("From", validators=[Optional()])
     until = DateField("To", validators=[Optional()])
+
+    def validate_until(self, field: DateField) -> None:
+        if field.data and self.since.data and field.data < self.since.data:
+            raise ValidationError("The end date is before the start date: pick a date on or after it.")

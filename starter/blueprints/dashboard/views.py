@@ -9,7 +9,7 @@ from datetime import datetime
 from flask import Blueprint, Response, abort, g, render_template, request, stream_with_context, url_for
 from wtforms.fields.choices import SelectChoice
 
-from ... import alerts, catalog, credits, generations, plans, teams, yearly
+from ... import alerts, catalog, credits, generations, localtime, plans, teams, yearly
 from ...access import team_role_required
 from ...billing import overage, recharge
 from ...credits import history, limits, usage
@@ -27,29 +27,43 @@ bp = Blueprint("dashboard", __name__)
 @team_role_required("member")
 def index():  # type: ignore[no-untyped-def]
     balance = credits.balance(g.team.id)
-    recent, _ = history.page(g.team.id, history.Filters(), size=8)
+    recent, _ = history.page(g.team.id, history.Filters(one_per_event=True), size=8)
     below = [level for level in limits.thresholds(g.team.id) if balance.available < level]
+    outlook = plans.outlook(g.team, balance.plan)
+    meter = charts.meter(balance.plan, balance.purchased, balance.other, balance.held, outlook.allowance)
     return render_template(
         "dashboard/index.html",
         balance=balance,
         plan=plans.plan_of(g.team),
-        allowance=plans.monthly_allowance(g.team),
-        meter=charts.meter(balance.plan, balance.purchased, balance.other, balance.held),
+        outlook=outlook,
+        meter=meter,
+        meter_filled=charts.filled_width(meter),
+        buckets=charts.BUCKETS,
         chart=charts.usage_chart(history.usage_by_day(g.team.id)),
         chart_size=(charts.CHART_WIDTH, charts.CHART_HEIGHT, charts.CHART_BOTTOM),
-        recent=recent,
+        recent=history.lines(g.team.id, recent),
         summary=recharge.summary(g.team.id),
         low_balance=bool(below),
         low_threshold=min(below) if below else None,
         paid_year=yearly.current_year(g.team.id),
         overage=overage.summary(g.team),
-        **purchase_context(),
+        **purchase_context(balance),
     )
 
 
-def _filters() -> tuple[HistoryFilterForm, history.Filters]:
+def _filters(*, people: bool = True) -> tuple[HistoryFilterForm, history.Filters | None]:
+    """The history's filters from the query string; ``None`` filters when the form has field errors.
+
+    ``kind`` takes a kind named for people (``history.CATEGORIES``) or a ledger kind (``ENTRY_KINDS``).
+    """
     form = HistoryFilterForm(request.args, meta={"csrf": False})
-    form.kind.choices = [SelectChoice("", "All kinds")] + [SelectChoice(kind, kind.title()) for kind in ENTRY_KINDS]
+    form.kind.choices = {
+        "": [SelectChoice("", "All kinds")],
+        "What happened": [SelectChoice(code, name) for code, name in history.CATEGORIES.items()],
+        "Ledger entry kind": [
+            SelectChoice(kind, kind.title()) for kind in ENTRY_KINDS if kind not in history.CATEGORIES
+        ],
+    }
     form.feature.choices = [SelectChoice("", "All features")] + [
         SelectChoice(f.code, f.name) for f in catalog.FEATURES.values()
     ]
@@ -61,15 +75,18 @@ def _filters() -> tuple[HistoryFilterForm, history.Filters]:
         SelectChoice(str(key_id), f"{name} ({prefix})") for key_id, (name, prefix) in sorted(keys.items())
     ]
     if request.args and not form.validate():
-        abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
-    since, until = history.days(form.since.data, form.until.data)
+        return form, None
+    kind = form.kind.data or None
+    since, until = history.days(form.since.data, form.until.data, zone=localtime.viewer_zone())
     return form, history.Filters(
-        kind=form.kind.data or None,
+        kind=kind if kind in ENTRY_KINDS and kind not in history.CATEGORIES else None,
+        category=kind if kind in history.CATEGORIES else None,
         feature=form.feature.data or None,
         since=since,
         until=until,
         member_id=int(form.member.data) if form.member.data else None,
         api_key_id=int(form.api_key.data) if form.api_key.data else None,
+        one_per_event=people,
     )
 
 
@@ -82,27 +99,45 @@ def _cursor(value: str | None) -> tuple[datetime, int] | None:
         abort(400, "That page link is not valid.")
 
 
+FILTER_NAMES = ("kind", "feature", "member", "api_key", "since", "until")
+
+
 @bp.get("/credits/history")
 @team_role_required("member")
 def history_page():  # type: ignore[no-untyped-def]
-    form, filters = _filters()
-    rows, after = history.page(g.team.id, filters, after=_cursor(request.args.get("after")))
+    """One row per thing that happened (``?view=ledger``: every ledger entry), newest first."""
+    ledger_view = request.args.get("view") == "ledger"
+    form, filters = _filters(people=not ledger_view)
     args = {k: v for k, v in request.args.items() if k != "after" and v}
-    next_url = url_for("dashboard.history_page", after=history.encode_cursor(*after), **args) if after else None
+    if filters is None:  # field errors: the form says what to fix, the page stays usable
+        return render_template(
+            "dashboard/history.html", form=form, lines=[], invalid=True, ledger_view=ledger_view, args=args
+        ), 400
+    rows, after = history.page(g.team.id, filters, after=_cursor(request.args.get("after")))
+    filtered = any(request.args.get(name) for name in FILTER_NAMES)
+    other_view = {k: v for k, v in args.items() if k != "view"} | ({} if ledger_view else {"view": "ledger"})
     return render_template(
         "dashboard/history.html",
-        rows=rows,
+        lines=history.lines(g.team.id, rows),
         form=form,
-        next_url=next_url,
+        invalid=False,
+        ledger_view=ledger_view,
+        args=args,
+        summary=history.summary(g.team.id, filters) if filtered else None,
+        next_url=url_for("dashboard.history_page", after=history.encode_cursor(*after), **args) if after else None,
         first_url=url_for("dashboard.history_page", **args) if request.args.get("after") else None,
-        csv_url=url_for("dashboard.history_csv", **args),
+        csv_url=url_for("dashboard.history_csv", **{k: v for k, v in args.items() if k != "view"}),
+        other_view_url=url_for("dashboard.history_page", **other_view),
     )
 
 
 @bp.get("/credits/history.csv")
 @team_role_required("member")
 def history_csv():  # type: ignore[no-untyped-def]
-    _form, filters = _filters()
+    """Every ledger entry that matches (holds included: the CSV is the ledger), times in UTC."""
+    form, filters = _filters(people=False)
+    if filters is None:
+        abort(400, "Check the filters: " + "; ".join(f"{name}: {errors[0]}" for name, errors in form.errors.items()))
     team_id = g.team.id
 
     def lines():  # type: ignore[no-untyped-def]
@@ -172,10 +207,8 @@ def generate():  # type: ignore[no-untyped-def]
                 g.team.id, f"generate:{form.idempotency_key.data}", form.prompt.data, feature=feature, actor=actor
             )
         except credits.InsufficientCredits as error:
-            db.session.rollback()
-            return render_template(
-                "dashboard/insufficient.html", error=error, feature=feature, **purchase_context()
-            ), 402
+            db.session.rollback()  # nothing was reserved: the same form (prompt and key) can run once topped up
+            return _generate_page(form, feature, insufficient=error), 402
         except credits.SpendLimitReached as error:
             db.session.rollback()
             alerts.limit_refused(g.team.id, error)
@@ -194,13 +227,24 @@ def generate():  # type: ignore[no-untyped-def]
         if run.status == "failed":
             abort(409, "This run did not finish and nothing was charged. Open the page again to start a new one.")
         form = GenerateForm(formdata=None, prompt=form.prompt.data)
+    return _generate_page(form, feature, run=run, replayed=replayed)
+
+
+def _generate_page(form: GenerateForm, feature: catalog.Feature, **context):  # type: ignore[no-untyped-def]
+    """The feature's page: the prompt form, a warning when the balance cannot cover the reservation, the
+    purchase dialog to top up in place (``form`` is the dialog's; the prompt form is ``generate_form``)."""
+    balance = credits.balance(g.team.id)
     return render_template(
         "dashboard/generate.html",
-        form=form,
+        generate_form=form,
         feature=feature,
-        run=run,
-        replayed=replayed,
-        balance=credits.balance(g.team.id),
+        balance=balance,
+        short=balance.available < feature.credits,
+        upgrade_plans=[p for p in catalog.PLANS.values() if p.monthly_credits > plans.plan_of(g.team).monthly_credits],
+        run=context.pop("run", None),
+        replayed=context.pop("replayed", False),
+        insufficient=context.pop("insufficient", None),
+        **purchase_context(),
     )
 
 

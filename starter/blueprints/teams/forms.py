@@ -18,6 +18,12 @@ class TeamForm(Form):
     name = StringField("Team name", validators=[DataRequired(), Length(min=2, max=120)], filters=[strip_whitespace])
 
 
+class DeleteTeamForm(Form):
+    confirm_name = StringField(
+        "Type the team's name to confirm", validators=[DataRequired(), Length(max=120)], filters=[strip_whitespace]
+    )
+
+
 class SwitchTeamForm(Form):
     team_id = IntegerField("Team", validators=[DataRequired(), NumberRange(1, 2**63 - 1)])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from ... import accounts, api_keys, mail, teams
+from ... import accounts, api_keys, credits, mail, team_deletion, teams
 from ...access import team_role_required
 from ...credits import limits
 from ...extensions import db, limiter
@@ -16,6 +16,7 @@ from .forms import (
     ApiKeyForm,
     ApiKeyLimitForm,
     ConfirmForm,
+    DeleteTeamForm,
     InviteForm,
     MemberLimitForm,
     RoleForm,
@@ -77,7 +78,80 @@ def members():  # type: ignore[no-untyped-def]
         used=limits.used_by(g.team.id, "member", utcnow()),
         can_manage=can_manage,
         is_owner=g.membership.role == "owner",
+        sole_owner=teams.is_sole_owner(g.membership),
     )
+
+
+def _settings_page(status: int = 200, **forms):  # type: ignore[no-untyped-def]
+    forms.setdefault("rename_form", TeamForm(formdata=None, name=g.team.name))
+    forms.setdefault("delete_form", DeleteTeamForm(formdata=None))
+    return render_template(
+        "teams/settings.html",
+        **forms,
+        confirm_form=ConfirmForm(),
+        can_manage=teams.has_role(g.membership, "admin"),
+        is_owner=g.membership.role == "owner",
+        sole_owner=teams.is_sole_owner(g.membership),
+        deletion_blocker=team_deletion.deletion_blocker(g.team),
+        balance=credits.balance(g.team.id),
+    ), status
+
+
+@bp.get("/settings")
+@team_role_required("member")
+def settings():  # type: ignore[no-untyped-def]
+    return _settings_page()
+
+
+@bp.post("/settings/name")
+@team_role_required("admin")
+def rename():  # type: ignore[no-untyped-def]
+    form = TeamForm()
+    if not form.validate_on_submit():
+        return _settings_page(400, rename_form=form)
+    teams.rename_team(g.team, form.name.data)
+    db.session.commit()
+    flash(f"The team is now called “{g.team.name}”.", "success")
+    return redirect(url_for("teams.settings"))
+
+
+@bp.post("/leave")
+@team_role_required("member")
+def leave():  # type: ignore[no-untyped-def]
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    name = g.team.name
+    try:
+        revoked = teams.leave_team(g.membership)
+    except teams.TeamError as error:
+        flash(str(error), "error")
+        return redirect(url_for("teams.settings"))
+    db.session.commit()
+    note = f" The {revoked} API key(s) you created there were revoked." if revoked else ""
+    flash(f"You left {name}.{note}", "info")
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.post("/delete")
+@team_role_required("owner")
+def delete():  # type: ignore[no-untyped-def]
+    form = DeleteTeamForm()
+    valid = form.validate_on_submit()
+    if valid and form.confirm_name.data != g.team.name:
+        form.confirm_name.errors = [*form.confirm_name.errors, f"Type “{g.team.name}” exactly, to confirm."]
+        valid = False
+    if not valid:
+        return _settings_page(400, delete_form=form)
+    name = g.team.name
+    try:
+        written_off = team_deletion.delete_team(g.team)
+    except teams.TeamError as error:
+        db.session.rollback()
+        form.confirm_name.errors = [*form.confirm_name.errors, str(error)]
+        return _settings_page(409, delete_form=form)
+    db.session.commit()
+    flash(f"{name} was deleted; its {written_off:,} remaining credits were written off.", "info")
+    return redirect(url_for("dashboard.index"))
 
 
 @bp.post("/invitations")

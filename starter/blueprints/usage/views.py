@@ -1,8 +1,8 @@
 """``/credits/usage``: who used the team's credits, by day, feature, member and API key, with a CSV.
 
 Every member of the team sees it (their own team only, like everything else). Days are the
-viewer's: the ``tz`` parameter (an IANA name the page fills in from the browser, remembered in
-the session), UTC until one is known.
+viewer's: the ``tz`` parameter if given (an IANA name), else the viewer's zone of every page
+(``starter.localtime``: the one picked, or the browser's), UTC until one is known.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from flask import Blueprint, Response, abort, g, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, g, render_template, request, url_for
 
-from ... import catalog
+from ... import catalog, localtime
 from ...access import team_role_required
 from ...credits import usage
 from ...models import utcnow
@@ -25,7 +25,6 @@ from ..dashboard.views import _safe_cell
 bp = Blueprint("usage", __name__)
 
 RANGES = ("7", "30", "90", "custom")
-TZ_SESSION = "usage_tz"
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,7 @@ def _zone(name: str | None) -> ZoneInfo:
 def _choice() -> tuple[Choice, usage.Window]:
     """The range, time zone and grouping the query string asks for; a clear 400 for anything else."""
     args = request.args
-    tz_name = args.get("tz") or session.get(TZ_SESSION) or "UTC"
-    zone = _zone(tz_name)
-    if args.get("tz"):
-        session[TZ_SESSION] = tz_name
+    zone = _zone(args["tz"]) if args.get("tz") else localtime.viewer_zone()
     picked = args.get("range", "30")
     if picked not in RANGES:
         abort(400, "Choose 7, 30 or 90 days, or a custom range.")
@@ -95,7 +91,7 @@ def index():  # type: ignore[no-untyped-def]
         csv_url=url_for("usage.export", **args),
         group_urls={by: url_for("usage.index", group_by=by, **args) for by in usage.GROUPS},
         zones=sorted(available_timezones()),
-        know_tz=bool(request.args.get("tz") or session.get(TZ_SESSION)),
+        know_tz=bool(request.args.get("tz")) or localtime.zone_source() != "default",
     )
 
 

@@ -7,6 +7,8 @@
  *   [data-copy="ID"]          copies the text of #ID to the clipboard
  *   [data-auto-refresh="N"]   reloads the page after N seconds (e.g. while a payment is processing)
  *   select[data-autosubmit]   submits its form when a new option is picked with the pointer
+ *   <time datetime data-style> shown in the viewer's time zone: the browser's zone goes into the
+ *                             `tz` cookie the server renders with; until then this relabels them
  */
 (function () {
   'use strict';
@@ -188,6 +190,46 @@
   }
 
   // The viewer's time zone -------------------------------------------------------------------------
+
+  // Times are rendered by the server in the zone of the `tz` cookie (or the one picked on /time-zone).
+  // Here the browser's zone goes into that cookie, and a page rendered in another zone (the very first
+  // one, before the cookie existed) is relabelled from each <time datetime>, which is UTC.
+  var root = document.documentElement;
+  var browserZone = window.Intl && Intl.DateTimeFormat ? Intl.DateTimeFormat().resolvedOptions().timeZone : '';
+  if (browserZone && /^[A-Za-z0-9_+\-\/]{1,64}$/.test(browserZone) && root.getAttribute('data-tz-source') !== 'setting') {
+    var cookie = document.cookie.split('; ').filter(function (c) { return c.indexOf('tz=') === 0; })[0];
+    if (cookie !== 'tz=' + browserZone) {
+      document.cookie = 'tz=' + browserZone + '; path=/; max-age=31536000; samesite=lax' +
+        (window.location.protocol === 'https:' ? '; secure' : '');
+    }
+    if (root.getAttribute('data-tz') !== browserZone) relabelTimes(browserZone);
+  }
+
+  function relabelTimes(zone) {
+    var parts = function (date, options) {
+      var found = {};
+      new Intl.DateTimeFormat('en-GB', Object.assign({ timeZone: zone }, options)).formatToParts(date)
+        .forEach(function (part) { found[part.type] = part.value; });
+      return found;
+    };
+    document.querySelectorAll('time[datetime][data-style]').forEach(function (element) {
+      var date = new Date(element.getAttribute('datetime'));
+      if (isNaN(date.getTime())) return;
+      var p = parts(date, {
+        day: 'numeric', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit',
+        hourCycle: 'h23', timeZoneName: 'short'
+      });
+      var day = p.day + ' ' + p.month;
+      var clock = p.hour + ':' + p.minute;
+      var style = element.getAttribute('data-style');
+      element.textContent = style === 'date' ? day + ' ' + p.year
+        : style === 'cell' ? day + ' ' + p.year + ' ' + clock
+        : style === 'short' ? day + ' ' + clock
+        : day + ' ' + p.year + ', ' + clock + ' ' + p.timeZoneName;
+    });
+    document.querySelectorAll('[data-tz-label]').forEach(function (label) { label.textContent = zone; });
+    root.setAttribute('data-tz', zone);
+  }
 
   // The usage page counts days in the viewer's time zone: the first visit reloads it once with the
   // browser's zone; later visits keep the one remembered (or chosen in the form).

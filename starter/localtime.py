@@ -1,0 +1,93 @@
+"""Times in the viewer's time zone: stored in UTC, shown local and labelled, on every page.
+
+The zone is, in this order: the one the user picked on ``/time-zone`` (kept in the session), the
+browser's (``app.js`` writes it into the ``tz`` cookie), else UTC. Both come from the client, so a
+name is used only if it is a known IANA zone; anything else falls back to UTC. The very first page,
+before the cookie exists, is relabelled in the browser by ``app.js`` from each ``<time datetime>``.
+
+Templates: ``{{ moment|when }}`` (date and time, zone named), ``{{ moment|when('date') }}``,
+``{{ moment|when('cell') }}`` (a table cell: the column header names the zone with ``viewer_zone()``).
+Emails stay in UTC (labelled): who reads them and where is not known.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from flask import Flask, g, has_request_context, request, session
+from markupsafe import Markup, escape
+
+COOKIE = "tz"  # the browser's zone, written by app.js
+SESSION_KEY = "tz"  # the zone the user picked; absent: follow the browser
+STYLES = {
+    "datetime": "{day} {local:%b %Y, %H:%M} {zone}",
+    "date": "{day} {local:%b %Y}",
+    "cell": "{day} {local:%b %Y %H:%M}",
+    "short": "{day} {local:%b %H:%M}",
+}
+
+
+def parse_zone(name: object) -> ZoneInfo | None:
+    """The zone an IANA name stands for, or None for anything else (a made-up or hostile value)."""
+    if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable() or ".." in name:
+        return None
+    if name.startswith("/") or "\\" in name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def zone_names() -> list[str]:
+    return sorted(available_timezones())
+
+
+def viewer_zone() -> ZoneInfo:
+    """The zone to show times in for this request (UTC outside a request)."""
+    if not has_request_context():
+        return ZoneInfo("UTC")
+    if "viewer_zone" not in g:
+        g.viewer_zone, g.viewer_zone_source = _find_zone()
+    return g.viewer_zone
+
+
+def zone_source() -> str:
+    """Where the zone came from: ``setting`` (picked), ``browser`` (the cookie) or ``default`` (UTC)."""
+    viewer_zone()
+    return g.viewer_zone_source if has_request_context() else "default"
+
+
+def _find_zone() -> tuple[ZoneInfo, str]:
+    picked = parse_zone(session.get(SESSION_KEY))
+    if picked is not None:
+        return picked, "setting"
+    browser = parse_zone(request.cookies.get(COOKIE))
+    if browser is not None:
+        return browser, "browser"
+    return ZoneInfo("UTC"), "default"
+
+
+def when(moment: datetime | None, style: str = "datetime") -> Markup:
+    """``moment`` as a ``<time>`` element in the viewer's zone; its ``datetime`` attribute is UTC."""
+    if moment is None:
+        return Markup("")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # stored UTC
+    zone = viewer_zone()
+    local = moment.astimezone(zone)
+    text = STYLES[style].format(day=local.day, local=local, zone=local.tzname() or zone.key)
+    iso = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(UTC)
+    title = f"{utc.day} {utc:%b %Y, %H:%M} UTC"
+    return Markup('<time datetime="{}" data-style="{}" title="{}">{}</time>').format(iso, style, title, text)
+
+
+def register(app: Flask) -> None:
+    app.jinja_env.filters["when"] = when
+    app.jinja_env.globals["viewer_zone"] = lambda: viewer_zone().key
+    app.jinja_env.globals["viewer_zone_source"] = zone_source
+    app.jinja_env.globals["zone_label"] = lambda: Markup("<span data-tz-label>{}</span>").format(
+        escape(viewer_zone().key)
+    )
