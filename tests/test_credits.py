@@ -398,3 +398,20 @@ def test_cli_grant_by_slug_or_id_with_a_reason(team, runner):
     entry = db.session.scalar(select(LedgerEntry).filter_by(team_id=team.id))
     assert entry.description == "Credit adjustment" and entry.actor_type == "admin"
     assert entry.meta["reason"] == "launch promo"  # internal: the team reads the description
+
+
+def test_a_naive_time_is_refused_on_every_backend_and_changes_nothing(team):
+    """The ledger's functions take ``now`` as given, so the app refuses a naive one before sending it."""
+    team_id = team.id
+    credits.grant(team_id, 50, source="purchase", key="pack")
+    db.session.commit()
+    naive = datetime(2026, 12, 2, 12, 0)
+    for operation in (
+        lambda: credits.spend(team_id, 5, key="naive-spend", now=naive),
+        lambda: credits.hold(team_id, 5, key="naive-hold", now=naive),
+    ):
+        with pytest.raises(ValueError, match="naive datetime"):
+            operation()
+        db.session.rollback()
+    assert credits.balance(team_id).available == 50
+    assert db.session.scalar(select(func.count()).select_from(LedgerEntry).filter_by(team_id=team_id)) == 1

@@ -173,7 +173,9 @@ def start(
     call with ``key`` wrote (``IdempotencyConflict`` if that call differed), and when asked the first
     spendable blocks and a hold with the blocks it reserves. On PostgreSQL one call of ``credit_open``
     (migration 9a1f3c7d2b60), whose statements each see what was committed before the lock was granted;
-    on SQLite the same reads one by one. The lock is the transaction's first statement either way."""
+    on SQLite the same reads one by one. ``now`` must be aware (UTC): the functions take it as it is."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime")
     if db.engine.dialect.name == "postgresql":
         opened = _open_in_one_call(team_id, key, now, SPEND_BATCH if blocks else 0, hold_id)
     else:
@@ -314,6 +316,8 @@ def write(
         "created_at": now,
     }
     usage = rollup.usage_of(kind, amount, feature, now)
+    if now.tzinfo is None:  # the function takes it as it is; UTCDateTime refuses it on the other path
+        raise ValueError("naive datetime given; use an aware UTC datetime")
     if db.engine.dialect.name == "postgresql":
         entry_id, levels, values["hold_id"] = _write_in_one_call(values, changes, usage, open_hold, close_hold)
     else:
@@ -323,9 +327,9 @@ def write(
     if (batch := _one_change.get()) is not None and team_id in batch:
         batch[team_id][1] = entry_id  # judged with the rest of the change when it ends (``one_change``)
     else:
-        start = before[0] - before[1] if alert_from is None else alert_from
-        if balance - held < start:
-            alert_if_crossed(team_id, levels, start, balance - held, entry_id)
+        began = before[0] - before[1] if alert_from is None else alert_from
+        if balance - held < began:
+            alert_if_crossed(team_id, levels, began, balance - held, entry_id)
     return receipt(Row(id=entry_id, **values))
 
 
@@ -438,7 +442,7 @@ def one_change(team_id: int) -> Iterator[None]:
     token = _one_change.set({**(batch or {}), team_id: [locked.balance - locked.held, None]})
     try:
         yield
-        start, entry_id = _one_change.get()[team_id]  # type: ignore[index]
+        began, entry_id = _one_change.get()[team_id]  # type: ignore[index]
     finally:
         _one_change.reset(token)
     if entry_id is None:
@@ -446,8 +450,8 @@ def one_change(team_id: int) -> Iterator[None]:
     row = db.session.execute(
         select(balances.c.balance, balances.c.held, balances.c.alert_levels).where(balances.c.team_id == team_id)
     ).one()
-    if row.balance - row.held < start:
-        alert_if_crossed(team_id, row.alert_levels, start, row.balance - row.held, entry_id)
+    if row.balance - row.held < began:
+        alert_if_crossed(team_id, row.alert_levels, began, row.balance - row.held, entry_id)
 
 
 def alert_levels(levels: list[int] | None) -> list[int]:
