@@ -156,15 +156,9 @@ def remove_member(actor: Membership, target: Membership) -> int:
     _lock_roles(actor, target)
     if target.role == "owner" and actor.role != "owner":
         raise TeamError("Only an owner can remove an owner.")
-    if target.role == "owner" and _owner_count(target.team_id) <= 1:
+    if is_sole_owner(target):
         raise TeamError("The last owner cannot be removed.")
-    user = target.user
-    revoked = api_keys.revoke_created_by(target.team_id, target.user_id)
-    db.session.delete(target)
-    if user.current_team_id == target.team_id:
-        user.current_team_id = None
-    db.session.flush()
-    return revoked
+    return _drop_membership(target)
 
 
 def is_sole_owner(membership: Membership) -> bool:
@@ -185,6 +179,11 @@ def leave_team(membership: Membership) -> int:
     db.session.execute(select(Team.id).where(Team.id == membership.team_id).with_for_update())
     if is_sole_owner(membership):
         raise TeamError("You are the team's only owner: make someone else owner first, or delete the team.")
+    return _drop_membership(membership)
+
+
+def _drop_membership(membership: Membership) -> int:
+    """Remove ``membership`` and revoke the API keys its user created for the team; how many."""
     user = membership.user
     revoked = api_keys.revoke_created_by(membership.team_id, membership.user_id)
     db.session.delete(membership)
