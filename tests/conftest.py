@@ -11,18 +11,20 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask, has_app_context
 from flask.globals import app_ctx
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from starter import create_app
+from starter import accounts, create_app
 from starter.config import normalise_database_url
 from starter.extensions import db
+from starter.models import User
 from tests.browser_session import browser  # noqa: F401  (one Chromium for every browser test module)
 
 TEST_DATABASE_URL = normalise_database_url(os.environ.get("TEST_DATABASE_URL", "").strip())
@@ -223,6 +225,19 @@ def csrf_token(client: FlaskClient, path: str = "/auth/login") -> str:
     )
     assert match, f"no CSRF token on {path}"
     return match.group(1)
+
+
+def signed_in_client(app: Flask, email: str) -> FlaskClient:
+    """A test client signed in as ``email``, its session set as Flask-Login's ``login_user`` sets it
+    (logging in through the form, and its password hash check, is test_auth.py's subject)."""
+    user = db.session.scalar(select(User).filter_by(email=email))
+    token = accounts.open_login_session(user, lifetime=timedelta(hours=1))
+    db.session.commit()
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = token
+        session["_fresh"] = True
+    return client
 
 
 class AuthActions:

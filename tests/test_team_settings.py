@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import html
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from starter import accounts, api_keys, credits
+from starter import api_keys, credits
 from starter.extensions import db
 from starter.models import ApiKey, Hold, Invitation, LedgerEntry, Membership, Team, User
-from tests.conftest import AuthActions
+from tests.conftest import AuthActions, signed_in_client
 
 
 def page(response) -> str:  # type: ignore[no-untyped-def]
@@ -32,14 +31,7 @@ def browser(app):  # type: ignore[no-untyped-def]
     """A signed-in browser per person (the log-in form is test_auth.py's subject)."""
 
     def open_as(email: str) -> AuthActions:
-        user = db.session.scalar(select(User).filter_by(email=email))
-        token = accounts.open_login_session(user, lifetime=timedelta(hours=1))
-        db.session.commit()
-        client = app.test_client()
-        with client.session_transaction() as session:
-            session["_user_id"] = token
-            session["_fresh"] = True
-        return AuthActions(client)
+        return AuthActions(signed_in_client(app, email))
 
     return open_as
 

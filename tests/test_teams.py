@@ -11,10 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from starter import accounts, credits
+from starter import credits
 from starter.extensions import db
 from starter.models import Invitation, Membership, Team, User, utcnow
-from tests.conftest import AuthActions, csrf_token
+from tests.conftest import AuthActions, csrf_token, signed_in_client
 
 
 def page(response) -> str:  # type: ignore[no-untyped-def]
@@ -82,13 +82,7 @@ def browser(app):  # type: ignore[no-untyped-def]
     logging in through the form (and its password hash check) is the subject of test_auth.py."""
 
     def open_as(email: str) -> Browser:
-        user = db.session.scalar(select(User).filter_by(email=email))
-        token = accounts.open_login_session(user, lifetime=timedelta(hours=1))
-        db.session.commit()
-        client = app.test_client()
-        with client.session_transaction() as session:
-            session["_user_id"] = token
-            session["_fresh"] = True
+        client = signed_in_client(app, email)
         return Browser(client, AuthActions(client))
 
     return open_as
