@@ -24,15 +24,9 @@ descriptions) so a failing test names the elements. They measure the rendered pa
 
 from __future__ import annotations
 
-# Shared helpers, pasted at the top of each function below.
-_COMMON = r"""
-  const name = (el) => {
-    if (el.nodeType !== 1) el = el.parentElement;
-    const id = el.id ? '#' + el.id : '';
-    const classes = [...el.classList].slice(0, 3).map(c => '.' + c).join('');
-    const text = (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().replace(/\s+/g, ' ');
-    return el.tagName.toLowerCase() + id + classes + (text ? ` “${text.slice(0, 40)}”` : '');
-  };
+# WCAG 2.x colour maths, shared with test_browser.py's CONTRAST: parse a computed colour, composite a
+# translucent one over another, relative luminance, contrast ratio.
+COLOURS = r"""
   const parse = (value) => {
     let m = value.match(/^rgba?\(([^)]+)\)$/);
     if (m) {
@@ -58,6 +52,21 @@ _COMMON = r"""
     const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
     return (hi + 0.05) / (lo + 0.05);
   };
+"""
+
+# Shared helpers, pasted at the top of each function below.
+_COMMON = (
+    r"""
+  const name = (el) => {
+    if (el.nodeType !== 1) el = el.parentElement;
+    const id = el.id ? '#' + el.id : '';
+    const classes = [...el.classList].slice(0, 3).map(c => '.' + c).join('');
+    const text = (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().replace(/\s+/g, ' ');
+    return el.tagName.toLowerCase() + id + classes + (text ? ` “${text.slice(0, 40)}”` : '');
+  };
+"""
+    + COLOURS
+    + r"""
   // The colour behind an element: the first opaque background up the tree, translucent ones composited.
   const backdrop = (el) => {
     const layers = [];
@@ -74,6 +83,7 @@ _COMMON = r"""
   };
   const shown = (el) => el.checkVisibility({opacityProperty: true, visibilityProperty: true});
 """
+)
 
 OVERFLOW = (
     "() => {"

@@ -26,6 +26,7 @@ from starter.billing import recharge_job
 from starter.blueprints.dashboard.generation import fake_generation
 from starter.extensions import db
 from starter.models import AutoRecharge, Membership
+from tests.browser_layout_checks import COLOURS
 from tests.browser_server import LiveServer, serve
 from tests.conftest import PASSWORD
 
@@ -262,36 +263,10 @@ OVERFLOW = """() => {
 # WCAG 2.x relative luminance and contrast ratio, measured on the rendered page: every visible element
 # with text of its own, its text colour (with opacity) over the first opaque background found walking
 # up the tree (semi-transparent ones composited on the way).
-CONTRAST = """() => {
-  const parse = (value) => {
-    let m = value.match(/^rgba?\\(([^)]+)\\)$/);
-    if (m) {
-      const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
-      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
-    }
-    m = value.match(/^color\\(srgb ([^)]+)\\)$/);
-    if (m) {
-      const p = m[1].split(/[\\s\\/]+/).filter(Boolean).map(Number);
-      return [p[0] * 255, p[1] * 255, p[2] * 255, p.length > 3 ? p[3] : 1];
-    }
-    return null;
-  };
-  const over = (top, bottom) => {
-    const a = top[3];
-    return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]);
-  };
-  const luminance = (c) => {
-    const [r, g, b] = c.slice(0, 3).map(v => {
-      v /= 255;
-      return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
-    });
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
-  };
-  const ratio = (a, b) => {
-    const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
-    return (hi + 0.05) / (lo + 0.05);
-  };
-  const background = (el) => {
+CONTRAST = (
+    "() => {"
+    + COLOURS
+    + """  const background = (el) => {
     const layers = [];
     for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
       const style = getComputedStyle(node);
@@ -342,6 +317,7 @@ CONTRAST = """() => {
   }
   return results;
 }"""
+)
 
 # The kinds of text the issue names; each must have been measured at least once in each scheme.
 MEASURED_KINDS = {
