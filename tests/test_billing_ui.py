@@ -246,13 +246,18 @@ def test_a_tampered_plan_choice_is_no_choice_and_sends_nobody_elsewhere(client, 
     assert billing.status_code == 200 and 'data-testid="chosen-plan"' not in billing.get_data(as_text=True)
 
 
-def test_a_member_sees_no_checkout_button_for_a_chosen_plan(app, make_user, auth, team) -> None:
+def switch_to_a_plain_member(make_user, auth, team) -> None:  # type: ignore[no-untyped-def]
+    """Log the browser out and back in as a new member (role "member") of ``team``."""
     member = make_user("member@example.com")
     db.session.add(Membership(team_id=team.id, user_id=member.id, role="member"))
     member.current_team_id = team.id
     db.session.commit()
     auth.logout()
     auth.login("member@example.com")
+
+
+def test_a_member_sees_no_checkout_button_for_a_chosen_plan(app, make_user, auth, team) -> None:
+    switch_to_a_plain_member(make_user, auth, team)
     assert 'data-testid="chosen-plan"' not in page_of(auth, "/billing?plan=pro")
 
 
@@ -323,12 +328,7 @@ def test_resume_needs_csrf_and_an_admin(app, make_user, auth, team) -> None:
     subscribe_in_test_mode(auth)
     portal(auth, "cancel_at_period_end")
     assert auth.client.post("/billing/resume").status_code == 400  # no CSRF token
-    member = make_user("member@example.com")
-    db.session.add(Membership(team_id=team.id, user_id=member.id, role="member"))
-    member.current_team_id = team.id
-    db.session.commit()
-    auth.logout()
-    auth.login("member@example.com")
+    switch_to_a_plain_member(make_user, auth, team)
     assert "Keep Pro" not in page_of(auth, "/dashboard")  # the notice, without the button
     assert auth.post("/billing/resume", token_from="/dashboard").status_code == 403
     assert refresh(team).cancel_at_period_end is True
