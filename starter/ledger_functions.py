@@ -1,23 +1,34 @@
-"""The ledger's two PL/pgSQL functions on PostgreSQL: what they read and write, and nothing they decide.
+"""The ledger's PL/pgSQL functions on PostgreSQL: what they read and write, and one rule they apply.
 
-A spend, hold, capture or release on PostgreSQL is BEGIN, ``credit_open``, ``credit_write``, COMMIT: four
-round trips, the statements inside planned once per connection. The rules (the spending order's use,
-replay checks, limits, overage, alerts, auto-recharge) stay in Python in ``starter.credits``; SQLite runs
-the same reads and writes as separate statements (``core._open_statement_by_statement`` and
-``core._write_statement_by_statement``).
+A plain spend on PostgreSQL is BEGIN, ``credit_spend``, COMMIT: three round trips. A hold, capture,
+release, a spend by an actor with a limit, or one the first blocks do not cover is BEGIN,
+``credit_open``, ``credit_write``, COMMIT. The statements inside are planned once per connection. The
+rules (replay checks, limits, overage, holds, alerts, auto-recharge) stay in Python in
+``starter.credits``; SQLite runs the same reads and writes as separate statements
+(``core._open_statement_by_statement`` and ``core._write_statement_by_statement``).
 
 - ``credit_open`` locks the team's balance row, then reads (each statement with a snapshot of its own, so
   after waiting for the lock it sees what the previous holder committed) the id of the entry an earlier
-  call with the idempotency key wrote (Python reads a repeat's entry whole), the first spendable blocks
-  in the spending order (the partial index ``ix_credit_blocks_spendable`` serves it), and a hold with
-  the blocks it reserves.
-- ``credit_write`` applies what Python decided: a hold the change opens, the per-block changes, the
-  cached balance (returning the team's alert thresholds), the entry, the day's usage, the entry's
-  allocations, and a hold the change closes.
+  call with the idempotency key wrote, when given a key (Python reads a repeat's entry whole), the first
+  spendable blocks in the spending order (the partial index ``ix_credit_blocks_spendable`` serves it),
+  and a hold with the blocks it reserves.
+- ``credit_write`` applies what Python decided. The entry first, ``ON CONFLICT (team_id,
+  idempotency_key) DO NOTHING``: when the key was written before, nothing else is and no entry id comes
+  back. Then the per-block changes, the cached balance (returning the team's alert thresholds), the
+  day's usage, the entry's allocations, and a hold the change opens or closes.
+- ``credit_spend`` is ``credit_open`` (no key), the draw, ``credit_write``, in one call, for a debit by an
+  actor without a spend limit. The draw is the one rule written here as well as in Python: take from
+  the blocks in the order ``credit_open`` read them, each up to what it has unheld, until the amount is
+  covered (``core.draws_for`` with a batch that covers it; the hypothesis state machine checks both
+  against one model). When the batch does not cover the amount it writes nothing and answers ``short``,
+  and Python goes the general way, which reads every block and decides on overage or refuses. Its
+  idempotency check is ``credit_write``'s insert, which the unique index answers whatever the planner's
+  statistics say (a lookup it plans can walk a team's entries by ``team_id`` when stale statistics
+  call that column unique).
 
-Migration 9a1f3c7d2b60 creates them; ``create_all`` (the tests' schema) creates them through the
-metadata's ``after_create`` hook below, and ``tests/test_migrations.py`` checks the two agree. A change of
-either function is a new migration.
+Migrations 9a1f3c7d2b60 and c3e5a7f9b1d2 create them; ``create_all`` (the tests' schema) creates them
+through the metadata's ``after_create`` hook below, and ``tests/test_migrations.py`` checks the two agree.
+A change of a function is a new migration.
 """
 
 from __future__ import annotations
@@ -40,10 +51,12 @@ BEGIN
     IF NOT o_account THEN
         RETURN;
     END IF;
-    SELECT e.id INTO r_id FROM ledger_entries AS e
-    WHERE e.team_id = p_team_id AND e.idempotency_key = p_key;
-    IF r_id IS NOT NULL THEN
-        RETURN;
+    IF p_key IS NOT NULL THEN
+        SELECT e.id INTO r_id FROM ledger_entries AS e
+        WHERE e.team_id = p_team_id AND e.idempotency_key = p_key;
+        IF r_id IS NOT NULL THEN
+            RETURN;
+        END IF;
     END IF;
     IF p_batch IS NULL OR p_batch > 0 THEN
         SELECT array_agg(s.id ORDER BY s.n), array_agg(s.remaining ORDER BY s.n),
@@ -54,7 +67,7 @@ BEGIN
                    row_number() OVER (ORDER BY k.expires_at ASC NULLS LAST, k.created_at, k.id) AS n
             FROM (
                 SELECT c.id, c.remaining, c.held, c.expires_at, c.created_at FROM credit_blocks AS c
-                WHERE c.team_id = p_team_id AND c.expired_at IS NULL AND c.remaining > c.held
+                WHERE c.team_id = p_team_id AND c.expired_at IS NULL AND c.spendable
                   AND (c.expires_at IS NULL OR c.expires_at > p_now)
                 ORDER BY c.expires_at ASC NULLS LAST, c.created_at, c.id
                 LIMIT p_batch
@@ -96,6 +109,19 @@ BEGIN
                 p_open_hold_expires_at, p_now)
         RETURNING id INTO o_hold_id;
     END IF;
+    -- The entry first: if an earlier change wrote this idempotency key, nothing is written (o_entry_id NULL).
+    INSERT INTO ledger_entries (team_id, kind, amount, held_delta, balance_after, held_after, block_id, hold_id,
+        feature, actor_type, actor_user_id, api_key_id, description, metadata, idempotency_key, request_hash,
+        created_at)
+    VALUES (p_team_id, p_kind, p_amount, p_held_delta, p_balance_after, p_held_after, p_block_id, o_hold_id,
+        p_feature, p_actor_type, p_actor_user_id, p_api_key_id, p_description, p_metadata, p_key,
+        p_request_hash, p_now)
+    ON CONFLICT (team_id, idempotency_key) DO NOTHING
+    RETURNING id INTO o_entry_id;
+    IF o_entry_id IS NULL THEN
+        DELETE FROM holds WHERE id = o_hold_id AND p_open_hold_amount IS NOT NULL;
+        RETURN;
+    END IF;
     UPDATE credit_blocks AS b SET remaining = b.remaining + c.d_remaining, held = b.held + c.d_held
     FROM (
         SELECT u.block_id, CAST(sum(u.d_remaining) AS bigint) AS d_remaining, CAST(sum(u.d_held) AS bigint) AS d_held
@@ -106,13 +132,6 @@ BEGIN
     UPDATE credit_balances SET balance = p_balance_after, held = p_held_after, updated_at = p_now
     WHERE team_id = p_team_id
     RETURNING alert_levels INTO o_alert_levels;
-    INSERT INTO ledger_entries (team_id, kind, amount, held_delta, balance_after, held_after, block_id, hold_id,
-        feature, actor_type, actor_user_id, api_key_id, description, metadata, idempotency_key, request_hash,
-        created_at)
-    VALUES (p_team_id, p_kind, p_amount, p_held_delta, p_balance_after, p_held_after, p_block_id, o_hold_id,
-        p_feature, p_actor_type, p_actor_user_id, p_api_key_id, p_description, p_metadata, p_key,
-        p_request_hash, p_now)
-    RETURNING id INTO o_entry_id;
     IF p_usage_credits IS NOT NULL THEN
         INSERT INTO usage_days (team_id, day, feature, credits)
         VALUES (p_team_id, p_usage_day, p_usage_feature, p_usage_credits)
@@ -131,7 +150,54 @@ END
 $$
 """
 
-FUNCTIONS = {"credit_open": CREDIT_OPEN, "credit_write": CREDIT_WRITE}
+CREDIT_SPEND = """
+CREATE OR REPLACE FUNCTION credit_spend(
+    p_team_id bigint, p_kind varchar, p_amount bigint, p_batch integer, p_feature varchar, p_actor_type varchar,
+    p_actor_user_id bigint, p_api_key_id bigint, p_description varchar, p_metadata json, p_key varchar,
+    p_request_hash varchar, p_now timestamptz, p_usage_day date, p_usage_feature varchar, p_usage_credits bigint,
+    OUT o_status varchar, OUT o_balance bigint, OUT o_held bigint, OUT o_recharge_below bigint,
+    OUT o_entry_id bigint, OUT o_block_id bigint, OUT o_alert_levels json
+) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    opened record;
+    v_left bigint := p_amount;
+    v_take bigint;
+    v_ids bigint[] := '{}';
+    v_deltas bigint[] := '{}';
+    v_zeros bigint[] := '{}';
+BEGIN
+    -- No key given to credit_open: credit_write's insert of the entry is the idempotency check.
+    SELECT * INTO opened FROM credit_open(p_team_id, NULL, p_now, p_batch, NULL);
+    o_balance := opened.o_balance;
+    o_held := opened.o_held;
+    o_recharge_below := opened.o_recharge_below;
+    IF NOT opened.o_account THEN
+        o_status := 'no account';
+        RETURN;
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(opened.b_ids, 1), 0) LOOP
+        EXIT WHEN v_left = 0;
+        v_take := least(v_left, opened.b_remaining[i] - opened.b_held[i]);
+        v_ids := v_ids || opened.b_ids[i];
+        v_deltas := v_deltas || -v_take;
+        v_zeros := v_zeros || 0::bigint;
+        v_left := v_left - v_take;
+    END LOOP;
+    IF v_left > 0 THEN
+        o_status := 'short';
+        RETURN;
+    END IF;
+    SELECT w.o_entry_id, w.o_alert_levels INTO o_entry_id, o_alert_levels
+    FROM credit_write(p_team_id, p_kind, -p_amount, 0, o_balance - p_amount, o_held, v_ids[1], NULL, p_feature,
+        p_actor_type, p_actor_user_id, p_api_key_id, p_description, p_metadata, p_key, p_request_hash, p_now,
+        v_ids, v_deltas, v_zeros, p_usage_day, p_usage_feature, p_usage_credits, NULL, NULL, NULL, NULL, NULL) AS w;
+    o_block_id := v_ids[1];
+    o_status := CASE WHEN o_entry_id IS NULL THEN 'repeat' ELSE 'spent' END;
+END
+$$
+"""
+
+FUNCTIONS = {"credit_open": CREDIT_OPEN, "credit_write": CREDIT_WRITE, "credit_spend": CREDIT_SPEND}
 
 
 def register(metadata: MetaData) -> None:

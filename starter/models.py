@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -264,13 +265,17 @@ class CreditBlock(db.Model):
         Index("ix_credit_blocks_team_reference", "team_id", "reference"),
         # The spending order (expires_at ASC NULLS LAST, created_at, id) over the blocks a spend can draw
         # from: a spend reads the first few rows, however many blocks, spent or expired, the team has.
+        # On PostgreSQL the predicate names the stored ``spendable`` instead of ``remaining > held``: a
+        # column an index's predicate reads makes every UPDATE of it a non-HOT one (new entries in all
+        # five indexes, dead ones behind), so a spend would pay for every spend before it until VACUUM.
+        # ``spendable`` changes only when a block runs out or comes back; a spend's update stays HOT.
         Index(
             "ix_credit_blocks_spendable",
             "team_id",
             "expires_at",
             "created_at",
             "id",
-            postgresql_where=text("expired_at IS NULL AND remaining > held"),
+            postgresql_where=text("expired_at IS NULL AND spendable"),
             sqlite_where=text("expired_at IS NULL AND remaining > held"),
         ),
     )
@@ -281,6 +286,8 @@ class CreditBlock(db.Model):
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     held: Mapped[int] = mapped_column(BigInteger, default=0)
+    # remaining > held, kept by the database: what the spendable index's predicate reads (see above).
+    spendable: Mapped[bool] = mapped_column(Boolean, Computed("remaining > held", persisted=True))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the expiry was written
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)  # plan blocks only

@@ -589,7 +589,7 @@ def test_auto_recharge_costs_a_plain_spend_nothing_and_the_crossing_one_statemen
     db.session.commit()
     team_id = team.id
 
-    budget = 2 if backend == "postgresql" else 8  # a plain spend (tests/test_credits_model.py says why)
+    budget = 1 if backend == "postgresql" else 8  # a plain spend (tests/test_credits_model.py says why)
     plain = _statements_of(lambda: credits.spend(team_id, 5, key="plain"))
     assert len(plain) == budget, plain  # the threshold came with the lock
     crossing = _statements_of(lambda: credits.spend(team_id, 600, key="crossing"))

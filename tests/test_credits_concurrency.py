@@ -120,6 +120,54 @@ def test_24_concurrent_holds_reserve_no_more_than_there_is_and_repeats_reserve_o
 
 
 @pytest.mark.postgres
+def test_spends_in_one_call_race_limited_spends_and_holds_on_one_team(app, team):
+    """Both ways a debit is written, racing on one team: plain spends in one ``credit_spend`` call
+    (some falling back when the first blocks run short), spends by a key with a limit through
+    ``credit_open``/``credit_write``, and holds. Nothing is overdrawn, the limit is never passed,
+    a key repeated across threads debits once, and the ledger adds up."""
+    from starter import api_keys
+
+    credits.grant(team, 300, source="purchase", key="pack")
+    credits.grant(team, 150, source="promo", key="promo", expires_at=utcnow() + timedelta(days=1))
+    key, _ = api_keys.create(team, "capped", spend_limit=100, limit_period="month")
+    db.session.commit()
+    capped = api_keys.actor_for(key.id, 100, "month")
+
+    def operation(kind: str, idempotency_key: str):  # type: ignore[no-untyped-def]
+        if kind == "plain":
+            return credits.spend(team, 5, key=idempotency_key)
+        if kind == "capped":
+            return credits.spend(team, 10, key=idempotency_key, actor=capped)
+        return credits.hold(team, 10, key=idempotency_key)
+
+    calls = [("plain", f"p{n}") for n in range(40)] + [("plain", "same")] * 6
+    calls += [("capped", f"c{n}") for n in range(14)] + [("hold", f"h{n}") for n in range(16)]
+    results = race(app, lambda kind, k: operation(kind, k), calls, workers=24)
+
+    outcome = list(zip(calls, results, strict=True))
+    plain = [r for (kind, _), r in outcome if kind == "plain" and isinstance(r, credits.Receipt)]
+    limited = [r for (kind, _), r in outcome if kind == "capped" and isinstance(r, credits.Receipt)]
+    holds = [r for (kind, _), r in outcome if kind == "hold" and isinstance(r, credits.HoldResult)]
+    unexpected = [
+        r
+        for _, r in outcome
+        if isinstance(r, Exception) and not isinstance(r, credits.InsufficientCredits | credits.SpendLimitReached)
+    ]
+    assert unexpected == []
+    assert len(limited) <= 10, "the key's limit of 100 is 10 spends of 10"
+    same = [r for (_, k), r in outcome if k == "same" and isinstance(r, credits.Receipt)]
+    assert len({r.entry_id for r in same}) <= 1
+    spent = 5 * len({r.entry_id for r in plain}) + 10 * len(limited)
+    db.session.expire_all()
+    balance = credits.balance(team)
+    assert balance.held == 10 * len(holds)
+    assert balance.available == 450 - spent - balance.held >= 0
+    entries = db.session.scalar(select(func.count()).select_from(LedgerEntry).filter_by(team_id=team, kind="spend"))
+    assert entries == len({r.entry_id for r in plain}) + len(limited)
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
 def test_concurrent_capture_and_release_of_a_hold_one_wins(app, team):
     credits.grant(team, 1_000, source="purchase", key="pack")
     db.session.commit()

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from starter import credits, ledger_functions
 from starter.credits import core
@@ -204,9 +204,9 @@ def test_random_operation_sequences_match_the_model(app, monkeypatch, batch):
 def test_the_statement_budget_of_a_spend_from_one_block(app, backend):
     """The statement budget of a spend (BEGIN/COMMIT aside), and why each is there.
 
-    PostgreSQL: 1 ``credit_open`` (lock the balance row, then look up the idempotency key and read the
-    first spendable blocks), 2 ``credit_write`` (block, cached balance, entry, the day's usage, its
-    allocation): with BEGIN and COMMIT four round trips, and no ping (see ``starter/dbpool.py``).
+    PostgreSQL: 1 ``credit_spend`` (lock the balance row, read the first spendable blocks, draw, then the
+    entry, whose insert is the idempotency check, the block, the cached balance, the day's usage and
+    the allocation): with BEGIN and COMMIT three round trips, and no ping (see ``starter/dbpool.py``).
     SQLite, statement by statement: 1 lock the balance row, 2 look up the key, 3 read the spendable
     blocks, 4 update the block, 5 update the cached balance, 6 insert the entry, 7 add it to the day's
     usage (an upsert), 8 insert its allocation.
@@ -221,7 +221,7 @@ def test_the_statement_budget_of_a_spend_from_one_block(app, backend):
         db.session.commit()
     statements = [s for s in sent if not s.startswith(("BEGIN", "COMMIT", "PRAGMA"))]
     if backend == "postgresql":
-        assert sent == ["BEGIN", "credit_open", "credit_write", "COMMIT"], sent
+        assert sent == ["BEGIN", "credit_spend", "COMMIT"], sent
     else:
         verbs = [s.split()[0].upper() for s in statements]
         assert verbs == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT", "INSERT"], statements
@@ -263,6 +263,70 @@ def round_trips(app):  # type: ignore[no-untyped-def]
         event.remove(db.engine, "commit", commit)
     if pool:
         sent[:0] = ["PING"] * (pool.pings - pings_before)
+
+
+@pytest.mark.postgres
+def test_a_spend_the_first_blocks_do_not_cover_or_a_limited_one_goes_the_general_way(app, monkeypatch):
+    """``credit_spend`` writes nothing when its batch falls short: ``credit_open`` reads on (every block),
+    Python decides, ``credit_write`` writes. A key with a spend limit goes that way from the start."""
+    from starter import api_keys
+
+    monkeypatch.setattr(core, "SPEND_BATCH", 2)
+    team = ledger_team("budget-short")
+    for n in range(3):
+        credits.grant(team.id, 10, source="promo", key=f"g{n}", expires_at=START + timedelta(days=n + 1), now=START)
+    team_id = team.id
+    key, _ = api_keys.create(team_id, "capped", spend_limit=1_000, limit_period="month")
+    db.session.commit()
+    now = START + timedelta(hours=1)
+
+    with round_trips(app) as sent:
+        receipt = credits.spend(team_id, 25, key="short", now=now)
+        db.session.commit()
+    names = [s for s in sent if s in ledger_functions.FUNCTIONS]
+    assert names == ["credit_spend", "credit_open", "credit_write"], sent
+    assert receipt.balance_after == 5 and not receipt.replayed
+
+    capped = api_keys.actor_for(key.id, 1_000, "month")
+    credits.spend(team_id, 1, key="opens-the-counter", actor=capped, now=now)
+    db.session.commit()
+    with round_trips(app) as sent:
+        credits.spend(team_id, 1, key="capped", actor=capped, now=now)
+        db.session.commit()
+    assert [s for s in sent if s in ledger_functions.FUNCTIONS] == ["credit_open", "credit_write"], sent
+    again = credits.spend(team_id, 25, key="short", now=now)  # a repeat is a repeat whichever way it went
+    assert again.replayed and again.entry_id == receipt.entry_id
+    with pytest.raises(credits.IdempotencyConflict):
+        credits.spend(team_id, 2, key="capped", now=now)
+    assert credits.balance(team_id, now).available == 3
+    assert credits.verify() == []
+
+
+@pytest.mark.postgres
+def test_a_spend_updates_its_block_and_balance_rows_in_place(app):
+    """HOT updates: no index of ``credit_blocks`` or ``credit_balances`` reads a column a spend changes,
+    so PostgreSQL rewrites the rows without new index entries (and without dead ones for the next
+    spend to step over). Counted in the transaction, by PostgreSQL's own per-transaction statistics."""
+    team = ledger_team("hot")
+    credits.grant(team.id, 100, source="purchase", key="g")
+    team_id = team.id
+    db.session.commit()
+
+    def updates() -> dict[str, tuple[int, int]]:  # this backend's counts not yet reported: (all, HOT)
+        rows = db.session.execute(
+            text(
+                "SELECT relname, pg_stat_get_xact_tuples_updated(oid), pg_stat_get_xact_tuples_hot_updated(oid)"
+                " FROM pg_class WHERE relname IN ('credit_blocks', 'credit_balances')"
+            )
+        )
+        return {name: (total, hot) for name, total, hot in rows}
+
+    before = updates()
+    credits.spend(team_id, 1, key="hot")
+    after = updates()
+    db.session.commit()
+    delta = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
+    assert delta == {"credit_blocks": (1, 1), "credit_balances": (1, 1)}, delta
 
 
 @pytest.mark.postgres

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import Select, bindparam, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 from ..models import CreditBalance, CreditBlock, Hold, LedgerAllocation, LedgerEntry
@@ -102,6 +103,7 @@ def spendable_query(team_id: int, now: datetime, *, reference: str | None = None
             blocks_t.c.team_id == team_id,
             blocks_t.c.expired_at.is_(None),
             blocks_t.c.remaining > blocks_t.c.held,
+            blocks_t.c.spendable,  # the same, as PostgreSQL's partial index names it
             or_(blocks_t.c.expires_at.is_(None), blocks_t.c.expires_at > now),
         )
         .order_by(blocks_t.c.expires_at.asc().nulls_last(), blocks_t.c.created_at, blocks_t.c.id)
@@ -183,12 +185,60 @@ def start(
     return opened._replace(replayed=replayed(opened.replayed, fingerprint))
 
 
+def _call(sql: str, params: dict[str, Any]) -> tuple:
+    """One call of a ledger function on the session's connection, its row read by position.
+
+    Straight through the driver's cursor: a result object per call costs more Python than the rest of
+    a spend's own work. The engine's ``before_cursor_execute`` listeners still see the statement, and a
+    driver error is raised as SQLAlchemy's (a lost connection invalidated), as for any other statement.
+    """
+    connection = db.session.connection()
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        if connection.dispatch.before_cursor_execute:
+            connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+    except dialect.loaded_dbapi.Error as error:
+        gone = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+        if gone:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+class OpenRow(NamedTuple):
+    """What ``credit_open`` returns, by position."""
+
+    o_account: bool
+    o_balance: int
+    o_held: int
+    o_recharge_below: int | None
+    r_id: int | None
+    b_ids: list[int] | None
+    b_remaining: list[int] | None
+    b_held: list[int] | None
+    b_expires_at: list[datetime] | None
+    h_id: int | None
+    h_amount: int | None
+    h_status: str | None
+    h_feature: str | None
+    h_description: str | None
+    h_expires_at: datetime | None
+    h_blocks: list[int] | None
+    h_held: list[int] | None
+
+
 OPEN_SQL = "SELECT * FROM credit_open(%(team_id)s, %(key)s, %(now)s, %(batch)s, %(hold_id)s)"
 
 
 def _open_in_one_call(team_id: int, key: str, now: datetime, batch: int, hold_id: int | None) -> Opened:
     params = {"team_id": team_id, "key": key, "now": now, "batch": batch, "hold_id": hold_id}
-    row = db.session.connection().exec_driver_sql(OPEN_SQL, params).one()
+    row = OpenRow._make(_call(OPEN_SQL, params))
     if not row.o_account:
         raise InvalidRequest("This team has no credit account.")
     locked = Locked(row.o_balance, row.o_held, row.o_recharge_below)
@@ -324,13 +374,18 @@ def write(
         entry_id, levels, values["hold_id"] = _write_statement_by_statement(
             values, changes, usage, open_hold, close_hold
         )
-    if (batch := _one_change.get()) is not None and team_id in batch:
-        batch[team_id][1] = entry_id  # judged with the rest of the change when it ends (``one_change``)
-    else:
-        began = before[0] - before[1] if alert_from is None else alert_from
-        if balance - held < began:
-            alert_if_crossed(team_id, levels, began, balance - held, entry_id)
+    began = before[0] - before[1] if alert_from is None else alert_from
+    judge(team_id, entry_id, levels, began, balance - held)
     return receipt(Row(id=entry_id, **values))
+
+
+def judge(team_id: int, entry_id: int, levels: Any, began: int, after: int) -> None:
+    """After an entry took the credits available from ``began`` to ``after``: the low-balance alerts, or,
+    inside ``one_change``, the entry noted to be judged with the rest of the change when it ends."""
+    if (batch := _one_change.get()) is not None and team_id in batch:
+        batch[team_id][1] = entry_id
+    elif after < began:
+        alert_if_crossed(team_id, levels, began, after, entry_id)
 
 
 def _write_statement_by_statement(
@@ -421,8 +476,113 @@ def _write_in_one_call(
         "close_status": close_hold and close_hold.status,
         "close_captured": close_hold and close_hold.captured,
     }
-    row = db.session.connection().exec_driver_sql(WRITE_SQL, params).one()
+    row = _call(WRITE_SQL, params)
+    if row[0] is None:  # the key was written by a change the lock did not keep out (none should exist)
+        raise IdempotencyConflict("This idempotency key was already used.")
     return row[0], row[2], row[1]
+
+
+class SpentRow(NamedTuple):
+    """What ``credit_spend`` returns, by position."""
+
+    o_status: str
+    o_balance: int
+    o_held: int
+    o_recharge_below: int | None
+    o_entry_id: int | None
+    o_block_id: int | None
+    o_alert_levels: Any
+
+
+class Debited(NamedTuple):
+    locked: Locked  # the balance row as the lock read it
+    receipt: Receipt
+
+
+SPEND_SQL = (
+    "SELECT * FROM credit_spend(%(team_id)s, %(kind)s, %(amount)s, %(batch)s, %(feature)s, %(actor_type)s,"
+    " %(actor_user_id)s, %(api_key_id)s, %(description)s, %(metadata)s::json, %(key)s, %(request_hash)s,"
+    " %(now)s, %(usage_day)s::date, %(usage_feature)s, %(usage_credits)s)"
+)
+
+
+def debit_in_one_call(
+    team_id: int,
+    kind: str,
+    amount: int,
+    *,
+    key: str,
+    fingerprint: str,
+    now: datetime,
+    actor: Actor,
+    description: str,
+    meta: dict[str, Any] | None,
+    feature: str | None,
+) -> Debited | None:
+    """A debit the team's first ``SPEND_BATCH`` blocks cover, decided and written by one call of
+    ``credit_spend`` on PostgreSQL: ``credit_open``, the draw in the spending order (what ``draws_for``
+    does with a batch that covers the amount), then ``credit_write``, all under the lock that call took.
+
+    None when this path does not apply: SQLite, or the first blocks do not cover ``amount`` (the lock
+    stays taken and nothing was written; the caller goes the general way, which reads every block and
+    decides on overage or ``InsufficientCredits``). The caller checks an actor's spend limit first, so
+    only an actor without one comes here. A repeat of ``key`` returns the earlier entry.
+    """
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime")
+    if db.engine.dialect.name != "postgresql":
+        return None
+    day, usage_feature, used = rollup.usage_of(kind, -amount, feature, now) or (None, None, None)
+    description = description[:255]
+    row = SpentRow._make(
+        _call(
+            SPEND_SQL,
+            {
+                "team_id": team_id,
+                "kind": kind,
+                "amount": amount,
+                "batch": SPEND_BATCH,
+                "feature": feature,
+                "actor_type": actor.type,
+                "actor_user_id": actor.user_id,
+                "api_key_id": actor.api_key_id,
+                "description": description,
+                "metadata": json.dumps(meta or {}),
+                "key": key,
+                "request_hash": fingerprint,
+                "now": now,
+                "usage_day": day,
+                "usage_feature": usage_feature,
+                "usage_credits": used,
+            },
+        )
+    )
+    if row.o_status == "no account":
+        raise InvalidRequest("This team has no credit account.")
+    locked = Locked(row.o_balance, row.o_held, row.o_recharge_below)
+    if row.o_status == "repeat":
+        return Debited(locked, replayed(keyed_entry(team_id, key), fingerprint))  # type: ignore[arg-type]
+    if row.o_status == "short":
+        return None
+    began = locked.balance - locked.held
+    judge(team_id, row.o_entry_id, row.o_alert_levels, began, began - amount)
+    balance_after = locked.balance - amount
+    return Debited(
+        locked,
+        Receipt(
+            row.o_entry_id,
+            team_id,
+            kind,
+            -amount,
+            balance_after,
+            locked.held,
+            row.o_block_id,
+            None,
+            feature,
+            now,
+            False,
+        ),
+    )
 
 
 # Teams whose writes are one change for the low-balance alerts: team id -> [available at the start, last entry].

@@ -11,7 +11,7 @@ from .. import catalog
 from ..extensions import db
 from ..models import BLOCK_SOURCES, CreditBalance, Team, utcnow
 from . import limits
-from .core import blocks_t, draws_for, fingerprint_of, lock, replay, start, write
+from .core import blocks_t, debit_in_one_call, draws_for, fingerprint_of, lock, replay, start, write
 from .holds import close_hold, holds_on_block, holds_on_reference
 from .overage import cover_shortfall
 from .recharge_due import crossed, record_due
@@ -137,6 +137,24 @@ def _debit(
     now: datetime,
 ) -> Receipt:
     fingerprint = fingerprint_of(kind, amount=amount, feature=feature)
+    if actor.limit is None or kind != "spend":
+        # The common case: no limit to count against, and the first blocks cover it (PostgreSQL).
+        debited = debit_in_one_call(
+            team_id,
+            kind,
+            amount,
+            key=key,
+            fingerprint=fingerprint,
+            now=now,
+            actor=actor,
+            description=description,
+            meta=meta,
+            feature=feature,
+        )
+        if debited is not None:
+            if not debited.receipt.replayed and crossed(debited.locked, debited.receipt.balance_after):
+                record_due(team_id, debited.receipt.balance_after, now)
+            return debited.receipt
     opened = start(team_id, key, fingerprint, now, blocks=True)
     if opened.replayed:
         return opened.replayed
