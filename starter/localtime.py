@@ -13,6 +13,7 @@ Emails stay in UTC (labelled): who reads them and where is not known.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from flask import Flask, g, has_request_context, request, session
@@ -21,11 +22,13 @@ from markupsafe import Markup, escape
 COOKIE = "tz"  # the browser's zone, written by app.js
 SESSION_KEY = "tz"  # the zone the user picked; absent: follow the browser
 STYLES = {
-    "datetime": "{day} {local:%b %Y, %H:%M} {zone}",
-    "date": "{day} {local:%b %Y}",
-    "cell": "{day} {local:%b %Y %H:%M}",
-    "short": "{day} {local:%b %H:%M}",
+    "datetime": "{day} {month} {year}, {hour:02d}:{minute:02d} {zone}",
+    "date": "{day} {month} {year}",
+    "cell": "{day} {month} {year} {hour:02d}:{minute:02d}",
+    "short": "{day} {month} {hour:02d}:{minute:02d}",
 }
+# English month names, as the C locale's %b writes them (formatted by hand: strftime costs more).
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def parse_zone(name: object) -> ZoneInfo | None:
@@ -44,13 +47,18 @@ def zone_names() -> list[str]:
     return sorted(available_timezones())
 
 
+UTC_ZONE = ZoneInfo("UTC")
+
+
 def viewer_zone() -> ZoneInfo:
     """The zone to show times in for this request (UTC outside a request)."""
     if not has_request_context():
-        return ZoneInfo("UTC")
-    if "viewer_zone" not in g:
-        g.viewer_zone, g.viewer_zone_source = _find_zone()
-    return g.viewer_zone
+        return UTC_ZONE
+    zone = g.get("viewer_zone")
+    if zone is None:
+        zone, g.viewer_zone_source = _find_zone()
+        g.viewer_zone = zone
+    return zone
 
 
 def zone_source() -> str:
@@ -66,27 +74,44 @@ def _find_zone() -> tuple[ZoneInfo, str]:
     browser = parse_zone(request.cookies.get(COOKIE))
     if browser is not None:
         return browser, "browser"
-    return ZoneInfo("UTC"), "default"
+    return UTC_ZONE, "default"
 
 
 def when(moment: datetime | None, style: str = "datetime") -> Markup:
     """``moment`` as a ``<time>`` element in the viewer's zone; its ``datetime`` attribute is UTC.
 
-    Plain string formatting with each value escaped, then one ``Markup``: a history page calls this
-    twice per row, and ``Markup.format`` costs several times as much.
+    Plain string formatting, the one value that comes from outside (the zone's name) escaped, then one
+    ``Markup``: a history page calls this twice per row, and ``Markup.format`` costs several times as
+    much. ``style`` is one of ``STYLES`` (anything else is a KeyError), so it needs no escaping.
     """
     if moment is None:
         return Markup("")
+    pattern = STYLES[style]
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # stored UTC
     zone = viewer_zone()
-    local = moment.astimezone(zone)
-    utc = moment.astimezone(UTC)
-    text = STYLES[style].format(day=local.day, local=local, zone=local.tzname() or zone.key)
-    return Markup(  # noqa: S704 (every value is escaped or is a number and month name we format)
-        f'<time datetime="{utc:%Y-%m-%dT%H:%M:%S}Z" data-style="{escape(style)}"'
-        f' title="{utc.day} {utc:%b %Y, %H:%M} UTC">{escape(text)}</time>'
+    local, utc_iso, utc_title = _moment(moment, zone)
+    text = pattern.format(
+        day=local.day,
+        month=MONTHS[local.month - 1],
+        year=local.year,
+        hour=local.hour,
+        minute=local.minute,
+        zone=local.tzname() or zone.key,
     )
+    # The text is escaped; the rest are numbers, month names and a STYLES key.
+    return Markup(  # noqa: S704
+        f'<time datetime="{utc_iso}Z" data-style="{style}" title="{utc_title} UTC">{escape(text)}</time>'
+    )
+
+
+@lru_cache(maxsize=256)
+def _moment(moment: datetime, zone: ZoneInfo) -> tuple[datetime, str, str]:
+    """``moment`` in ``zone``, and in UTC as the ``<time>`` element's ``datetime`` and ``title`` say it.
+    Cached: a history row shows each time twice (the table's cell, and under the description on a phone)."""
+    utc = moment.astimezone(UTC)
+    title = f"{utc.day} {MONTHS[utc.month - 1]} {utc.year}, {utc.hour:02d}:{utc.minute:02d}"
+    return utc.astimezone(zone), utc.replace(tzinfo=None).isoformat(timespec="seconds"), title
 
 
 def register(app: Flask) -> None:
