@@ -90,7 +90,8 @@ def when(moment: datetime | None, style: str = "datetime") -> Markup:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # stored UTC
     zone = viewer_zone()
-    local, utc_iso, utc_title = _moment(moment, zone)
+    # In UTC before the cache: two readings of an ambiguous local time (a DST change) are equal keys.
+    local, utc_iso, utc_title = _moment(moment.astimezone(UTC), zone)
     text = pattern.format(
         day=local.day,
         month=MONTHS[local.month - 1],
@@ -106,10 +107,9 @@ def when(moment: datetime | None, style: str = "datetime") -> Markup:
 
 
 @lru_cache(maxsize=256)
-def _moment(moment: datetime, zone: ZoneInfo) -> tuple[datetime, str, str]:
-    """``moment`` in ``zone``, and in UTC as the ``<time>`` element's ``datetime`` and ``title`` say it.
+def _moment(utc: datetime, zone: ZoneInfo) -> tuple[datetime, str, str]:
+    """``utc`` in ``zone``, and as the ``<time>`` element's ``datetime`` and ``title`` say it (in UTC).
     Cached: a history row shows each time twice (the table's cell, and under the description on a phone)."""
-    utc = moment.astimezone(UTC)
     title = f"{utc.day} {MONTHS[utc.month - 1]} {utc.year}, {utc.hour:02d}:{utc.minute:02d}"
     return utc.astimezone(zone), utc.replace(tzinfo=None).isoformat(timespec="seconds"), title
 

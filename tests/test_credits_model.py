@@ -330,6 +330,61 @@ def test_a_spend_updates_its_block_and_balance_rows_in_place(app):
 
 
 @pytest.mark.postgres
+def test_a_tracer_on_the_engine_sees_the_ledger_calls_like_any_statement(app):
+    """With no listener the functions go straight through the driver's cursor; a listener (a tracer
+    that keeps its span on the execution context, as OpenTelemetry's does) gets SQLAlchemy's own path:
+    a context, before and after each call."""
+    team = ledger_team("traced")
+    credits.grant(team.id, 100, source="purchase", key="g")
+    team_id = team.id
+    db.session.commit()
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        context.traced = statement.split("(")[0]
+
+    def after(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(context.traced)
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    event.listen(db.engine, "after_cursor_execute", after)
+    try:
+        credits.spend(team_id, 5, key="traced")
+        credits.hold(team_id, 5, key="traced-hold")
+        db.session.commit()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+        event.remove(db.engine, "after_cursor_execute", after)
+    assert seen == ["SELECT * FROM credit_spend", "SELECT * FROM credit_open", "SELECT * FROM credit_write"], seen
+    assert credits.balance(team_id).available == 90
+
+
+@pytest.mark.postgres
+def test_a_driver_error_in_a_ledger_call_is_raised_as_sqlalchemys(app):
+    """The driver's-cursor path (no listener) raises what ``exec_driver_sql`` would: here a lock timeout
+    while another transaction holds the team's row. The session then rolls back and works on."""
+    from sqlalchemy.exc import OperationalError
+
+    team = ledger_team("lock-timeout")
+    credits.grant(team.id, 100, source="purchase", key="g")
+    team_id = team.id
+    db.session.commit()
+    other = db.engine.connect()
+    try:
+        other.execute(text("SELECT 1 FROM credit_balances WHERE team_id = :t FOR UPDATE"), {"t": team_id})
+        db.session.execute(text("SET LOCAL lock_timeout = '50ms'"))
+        with pytest.raises(OperationalError) as raised:
+            credits.spend(team_id, 1, key="waits")
+        assert "lock timeout" in str(raised.value.orig)
+        db.session.rollback()
+    finally:
+        other.rollback()
+        other.close()
+    assert credits.spend(team_id, 1, key="after").balance_after == 99
+    db.session.commit()
+
+
+@pytest.mark.postgres
 def test_holds_captures_and_releases_cost_four_round_trips(app, backend):
     """Hold, capture and release are BEGIN, ``credit_open``, ``credit_write``, COMMIT too."""
     team = ledger_team("budget-holds")

@@ -17,6 +17,10 @@
   until VACUUM. ``spendable`` changes only when a block runs out or comes back. SQLite keeps its
   predicate (it has no HOT updates); the column is added there for the model's sake.
 
+On PostgreSQL adding a stored generated column rewrites ``credit_blocks`` under an exclusive lock and
+the index is rebuilt without CONCURRENTLY: on a big ledger, run it when a short pause of spends is
+acceptable.
+
 The functions as they are at this revision (``starter/ledger_functions.py`` holds the current text;
 tests/test_migrations.py checks the head of the migrations agrees with it). Downgrading restores the
 functions revision 9a1f3c7d2b60 created, from that revision's file.

@@ -186,18 +186,25 @@ def start(
 
 
 def _call(sql: str, params: dict[str, Any]) -> tuple:
-    """One call of a ledger function on the session's connection, its row read by position.
+    """One call of a ledger function on the session's connection, its row as a tuple.
 
-    Straight through the driver's cursor: a result object per call costs more Python than the rest of
-    a spend's own work. The engine's ``before_cursor_execute`` listeners still see the statement, and a
-    driver error is raised as SQLAlchemy's (a lost connection invalidated), as for any other statement.
+    When nothing watches the engine (no cursor or error listeners, no echo), straight through the
+    driver's cursor: SQLAlchemy's execution context and result object cost more Python than the rest of
+    a spend's own work. A driver error is still raised as SQLAlchemy's ``DBAPIError`` subclass, and a
+    lost connection is invalidated. When something does watch (a tracer, a test counting statements,
+    ``echo``), the same statement goes through ``exec_driver_sql`` so it sees it as any other.
     """
     connection = db.session.connection()
-    dialect = connection.dialect
+    dispatch, dialect = connection.dispatch, connection.dialect
+    if (
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or dialect.dispatch.handle_error
+        or connection.engine.echo
+    ):
+        return tuple(connection.exec_driver_sql(sql, params).one())
     cursor = connection.connection.cursor()
     try:
-        if connection.dispatch.before_cursor_execute:
-            connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
         cursor.execute(sql, params)
         return cursor.fetchone()
     except dialect.loaded_dbapi.Error as error:
