@@ -26,6 +26,13 @@ allocations_t = LedgerAllocation.__table__
 holds_t = Hold.__table__
 
 
+def require_aware(now: datetime) -> None:
+    """Refuse a naive ``now``: the ledger functions take a time as it is (UTCDateTime refuses one on
+    SQLite's path), and every time the ledger writes is UTC."""
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime")
+
+
 def fingerprint_of(operation: str, **params: Any) -> str:
     canonical = json.dumps({"op": operation, **params}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -176,8 +183,7 @@ def start(
     spendable blocks and a hold with the blocks it reserves. On PostgreSQL one call of ``credit_open``
     (migration 9a1f3c7d2b60), whose statements each see what was committed before the lock was granted;
     on SQLite the same reads one by one. ``now`` must be aware (UTC): the functions take it as it is."""
-    if now.tzinfo is None:
-        raise ValueError("naive datetime given; use an aware UTC datetime")
+    require_aware(now)
     if db.engine.dialect.name == "postgresql":
         opened = _open_in_one_call(team_id, key, now, SPEND_BATCH if blocks else 0, hold_id)
     else:
@@ -373,8 +379,7 @@ def write(
         "created_at": now,
     }
     usage = rollup.usage_of(kind, amount, feature, now)
-    if now.tzinfo is None:  # the function takes it as it is; UTCDateTime refuses it on the other path
-        raise ValueError("naive datetime given; use an aware UTC datetime")
+    require_aware(now)
     if db.engine.dialect.name == "postgresql":
         entry_id, levels, values["hold_id"] = _write_in_one_call(values, changes, usage, open_hold, close_hold)
     else:
@@ -535,8 +540,7 @@ def debit_in_one_call(
     decides on overage or ``InsufficientCredits``). The caller checks an actor's spend limit first, so
     only an actor without one comes here. A repeat of ``key`` returns the earlier entry.
     """
-    if now.tzinfo is None:
-        raise ValueError("naive datetime given; use an aware UTC datetime")
+    require_aware(now)
     if db.engine.dialect.name != "postgresql":
         return None
     day, usage_feature, used = rollup.usage_of(kind, -amount, feature, now) or (None, None, None)
@@ -573,23 +577,19 @@ def debit_in_one_call(
         return None
     began = locked.balance - locked.held
     judge(team_id, row.o_entry_id, row.o_alert_levels, began, began - amount)
-    balance_after = locked.balance - amount
-    return Debited(
-        locked,
-        Receipt(
-            row.o_entry_id,
-            team_id,
-            kind,
-            -amount,
-            balance_after,
-            locked.held,
-            row.o_block_id,
-            None,
-            feature,
-            now,
-            False,
-        ),
+    written = Row(
+        id=row.o_entry_id,
+        team_id=team_id,
+        kind=kind,
+        amount=-amount,
+        balance_after=locked.balance - amount,
+        held_after=locked.held,
+        block_id=row.o_block_id,
+        hold_id=None,
+        feature=feature,
+        created_at=now,
     )
+    return Debited(locked, receipt(written))
 
 
 # Teams whose writes are one change for the low-balance alerts: team id -> [available at the start, last entry].
